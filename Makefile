@@ -1,0 +1,33 @@
+# Two entry points do all set-up on a fresh machine:  make run   and   make test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PACKS  := build/model-packs
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test deps system-deps models clean-models
+
+system-deps:
+	bash .ci/system-deps.sh
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[build,dev,package]'
+	touch $(STAMP)
+
+deps: system-deps $(STAMP)
+
+models: deps
+	$(BIN)/firstlook build-models --out $(PACKS)
+
+# Opens the desktop app where a display exists, otherwise runs the headless node + pipeline.
+run: models
+	@if [ -n "$$DISPLAY" ] || [ -n "$$WAYLAND_DISPLAY" ]; then $(BIN)/firstlook; \
+	else echo "No display: running headless (Ctrl-C stops)"; $(BIN)/firstlook --headless; fi
+
+test: models
+	$(BIN)/python -m pytest
+
+clean-models:
+	rm -rf $(PACKS)

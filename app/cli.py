@@ -1,0 +1,134 @@
+"""The ``firstlook`` command: desktop app by default, headless service, and admin sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from app import __version__
+from app.config import Config, ConfigError, load_config
+
+log = logging.getLogger("firstlook")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="firstlook", description="FirstLook: offline AI first look at every scan.")
+    p.add_argument("--version", action="version", version=f"firstlook {__version__}")
+    p.add_argument("--config", type=Path, help="configuration file (default: the platform's config dir)")
+    p.add_argument("--headless", action="store_true", help="run the DICOM node and analysis without a display")
+    p.add_argument("--data-dir", type=Path, dest="data_dir")
+    p.add_argument("--cache-dir", type=Path, dest="cache_dir")
+    p.add_argument("--packs-dir", type=Path, dest="packs_dir")
+    p.add_argument("--port", type=int)
+    p.add_argument("--ae-title", dest="ae_title")
+    p.add_argument("--bind")
+    p.add_argument("--allow-ae", action="append", dest="allow_ae", metavar="AET",
+                   help="accept this calling AE title (repeatable; none = accept any)")
+    p.add_argument("--allow-ip", action="append", dest="allow_ip", metavar="IP",
+                   help="accept this peer address or network (repeatable)")
+    p.add_argument("--quiet-period", type=float, dest="quiet_period_s", metavar="SECONDS",
+                   help="a series is ready after this long without a new instance")
+    p.add_argument("--max-associations", type=int, dest="max_associations")
+    p.add_argument("--min-free-mb", type=int, dest="min_free_mb")
+    p.add_argument("--log-level", dest="log_level")
+    sub = p.add_subparsers(dest="command")
+
+    s = sub.add_parser("studies", help="list stored studies")
+    s.add_argument("--json", action="store_true")
+
+    sub.add_parser("reindex", help="rebuild the index from the stored files")
+
+    a = sub.add_parser("analyze", help="analyse DICOM files or folders without the network")
+    a.add_argument("paths", nargs="+", type=Path)
+    a.add_argument("--json", action="store_true")
+    a.add_argument("--device", help="OpenVINO device for every model (CPU, GPU, GPU.1, AUTO)")
+
+    b = sub.add_parser("build-models", help="build the OpenVINO model packs (needs the build extra)")
+    b.add_argument("--out", type=Path, help="folder for the packs (default: the configured packs dir)")
+    b.add_argument("--shared", type=Path, help="folder with models/ and data/ (default: ../shared)")
+    b.add_argument("--only", choices=["chexnet", "blast-ct"])
+    b.add_argument("--chexnet-checkpoint", type=Path)
+    b.add_argument("--force", action="store_true")
+    return p
+
+
+_CONFIG_KEYS = ("data_dir", "cache_dir", "packs_dir", "port", "ae_title", "bind", "allow_ae", "allow_ip",
+                "quiet_period_s", "max_associations", "min_free_mb", "log_level")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in _CONFIG_KEYS}
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"firstlook: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log_level)
+    command = args.command
+    if command == "studies":
+        return _studies(config, args.json)
+    if command == "reindex":
+        return _reindex(config)
+    if command == "analyze":
+        from app.analyze import analyze_paths
+
+        return analyze_paths(config, args.paths, as_json=args.json, device=args.device)
+    if command == "build-models":
+        from inference.build.cli import build_models
+
+        return build_models(out=args.out or config.packs_dir, shared=args.shared, only=args.only,
+                            chexnet_checkpoint=args.chexnet_checkpoint, force=args.force)
+    if args.headless:
+        from app.service import run_headless
+
+        return run_headless(config)
+    from ui.main import run_desktop
+
+    return run_desktop(config, config_path=args.config)
+
+
+def _studies(config: Config, as_json: bool) -> int:
+    from app.store import StudyStore
+
+    store = StudyStore(config.data_dir)
+    studies = store.list_studies()
+    if as_json:
+        sys.stdout.write(json.dumps([s.to_json() for s in studies], indent=2) + "\n")
+        return 0
+    if not studies:
+        sys.stdout.write("no studies stored\n")
+        return 0
+    import datetime
+
+    header = f"{'received':19}  {'patient id':12} {'patient name':24} {'mod':6} {'ser':>3} {'inst':>5}  {'from AE':16} description / study UID\n"
+    sys.stdout.write(header)
+    for s in studies:
+        when = datetime.datetime.fromtimestamp(s.first_received).strftime("%Y-%m-%d %H:%M:%S")
+        sys.stdout.write(f"{when}  {s.patient_id[:12]:12} {s.patient_name[:24]:24} {s.modalities[:6]:6} "
+                         f"{s.n_series:>3} {s.n_instances:>5}  {s.calling_ae[:16]:16} {s.description} / {s.study_uid}\n")
+    return 0
+
+
+def _reindex(config: Config) -> int:
+    from app.store import StudyStore
+
+    store, count = StudyStore.rebuild(config.data_dir)
+    problems = store.verify()
+    sys.stdout.write(f"reindexed {count} instance(s) from {config.data_dir}\n")
+    for problem in problems:
+        sys.stdout.write(f"  {problem}\n")
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,705 @@
+"""The durable study store: DICOM files on disk plus a SQLite (WAL) index.
+
+An instance is acknowledged only after ``store_instance`` returns: by then its bytes are
+fsynced under their final name and the index row is committed. The bytes are stored
+exactly as received; nothing on this path decodes pixel data.
+
+Duplicate policy: the same SOP Instance UID with identical bytes is a no-op; with
+different bytes the newer version becomes current and the older file is moved to
+``superseded/`` with a row in ``replacements``, so nothing is ever silently dropped.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import struct
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from app.uids import is_valid_uid
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    patient_id TEXT, patient_name TEXT, patient_birth_date TEXT, patient_sex TEXT,
+    study_date TEXT, study_time TEXT, accession TEXT, description TEXT,
+    modalities TEXT,
+    first_received REAL NOT NULL, last_received REAL NOT NULL,
+    calling_ae TEXT, peer TEXT,
+    reviewed_at REAL
+);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    modality TEXT, body_part TEXT, description TEXT, series_number INTEGER,
+    first_received REAL NOT NULL, last_received REAL NOT NULL,
+    ready_at REAL
+);
+CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    series_uid TEXT NOT NULL REFERENCES series(series_uid),
+    study_uid TEXT NOT NULL,
+    sop_class_uid TEXT, transfer_syntax TEXT, instance_number INTEGER,
+    path TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    received_at REAL NOT NULL, calling_ae TEXT, peer TEXT
+);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
+CREATE TABLE IF NOT EXISTS replacements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sop_uid TEXT NOT NULL, old_sha256 TEXT NOT NULL, new_sha256 TEXT NOT NULL,
+    superseded_path TEXT NOT NULL, replaced_at REAL NOT NULL, calling_ae TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    state TEXT NOT NULL,            -- pending, running, done
+    attempts INTEGER NOT NULL DEFAULT 0,
+    instance_count INTEGER NOT NULL DEFAULT 0,
+    enqueued_at REAL NOT NULL, started_at REAL, finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS results (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    status TEXT NOT NULL,           -- done, not_analysed, failed
+    reason TEXT,
+    model TEXT, model_version TEXT, device TEXT, device_note TEXT,
+    validated INTEGER NOT NULL DEFAULT 0,
+    priority TEXT NOT NULL,
+    summary TEXT,
+    findings TEXT NOT NULL DEFAULT '{}',
+    timings TEXT NOT NULL DEFAULT '{}',
+    overlay_path TEXT,
+    arrival_at REAL, created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
+"""
+
+
+class StoreError(Exception):
+    """Base for store failures the SCP turns into DICOM statuses."""
+
+
+class InvalidDataset(StoreError):
+    """Cannot be parsed or lacks a valid Study/Series/SOP Instance UID (0xC000 range)."""
+
+
+class OutOfResources(StoreError):
+    """Disk full, below the free-space watermark, or a write error (0xA700)."""
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    """What the index keeps of a dataset, read without touching pixel data."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str = ""
+    transfer_syntax: str = ""
+    instance_number: int | None = None
+    patient_id: str = ""
+    patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    accession: str = ""
+    study_description: str = ""
+    modality: str = ""
+    body_part: str = ""
+    series_description: str = ""
+    series_number: int | None = None
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    header: InstanceHeader
+    path: Path
+    outcome: str  # "stored", "duplicate", "replaced"
+
+
+@dataclass
+class StudyRecord:
+    study_uid: str
+    patient_id: str
+    patient_name: str
+    study_date: str
+    study_time: str
+    description: str
+    modalities: str
+    accession: str
+    n_series: int
+    n_instances: int
+    first_received: float
+    last_received: float
+    calling_ae: str
+    reviewed_at: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SeriesRecord:
+    series_uid: str
+    study_uid: str
+    modality: str
+    body_part: str
+    description: str
+    series_number: int | None
+    n_instances: int
+    first_received: float
+    last_received: float
+    ready_at: float | None
+
+
+@dataclass
+class AnalysisResult:
+    """One analysis outcome per series; see docs/architecture.md for findings/overlay formats."""
+
+    series_uid: str
+    study_uid: str
+    status: str                      # done, not_analysed, failed
+    priority: str                    # critical, urgent, routine, not_analysed, failed
+    reason: str | None = None
+    model: str | None = None
+    model_version: str | None = None
+    device: str | None = None
+    device_note: str | None = None
+    validated: bool = False
+    summary: str = ""
+    findings: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    overlay_path: str | None = None
+    arrival_at: float | None = None
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Job:
+    series_uid: str
+    study_uid: str
+    attempts: int
+    instance_count: int
+    enqueued_at: float
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    if value is None:
+        return ""
+    return str(value).strip()
+
+
+def _int(ds: pydicom.Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def read_header(source: bytes | Path | BinaryIO) -> InstanceHeader:
+    """Parse only what the index needs; the pixel data is never read."""
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            fh: Any = io.BytesIO(source)
+        else:
+            fh = source
+        ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+        study = _text(ds, "StudyInstanceUID")
+        series = _text(ds, "SeriesInstanceUID")
+        sop = _text(ds, "SOPInstanceUID")
+        meta = getattr(ds, "file_meta", None)
+        transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
+        sop_class = _text(ds, "SOPClassUID") or (str(getattr(meta, "MediaStorageSOPClassUID", "")) if meta is not None else "")
+        header = InstanceHeader(
+            study_uid=study, series_uid=series, sop_uid=sop,
+            sop_class_uid=sop_class, transfer_syntax=transfer_syntax,
+            instance_number=_int(ds, "InstanceNumber"),
+            patient_id=_text(ds, "PatientID"), patient_name=_text(ds, "PatientName"),
+            patient_birth_date=_text(ds, "PatientBirthDate"), patient_sex=_text(ds, "PatientSex"),
+            study_date=_text(ds, "StudyDate"), study_time=_text(ds, "StudyTime"),
+            accession=_text(ds, "AccessionNumber"), study_description=_text(ds, "StudyDescription"),
+            modality=_text(ds, "Modality"), body_part=_text(ds, "BodyPartExamined"),
+            series_description=_text(ds, "SeriesDescription"), series_number=_int(ds, "SeriesNumber"),
+        )
+    except InvalidDataset:
+        raise
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError, OverflowError,
+            MemoryError, NotImplementedError, UnicodeError, struct.error) as exc:
+        raise InvalidDataset(f"dataset cannot be parsed: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
+    for name, uid in (("Study Instance UID", header.study_uid), ("Series Instance UID", header.series_uid),
+                      ("SOP Instance UID", header.sop_uid)):
+        if not uid:
+            raise InvalidDataset(f"dataset lacks a {name}")
+        if not is_valid_uid(uid):
+            raise InvalidDataset(f"{name} {uid[:80]!r} is not a valid DICOM UID")
+    return header
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StudyStore:
+    """Files under ``<data_dir>/studies/<study>/<series>/<sop>.dcm`` and their SQLite index."""
+
+    def __init__(self, data_dir: Path, min_free_bytes: int = 0) -> None:
+        self.data_dir = Path(data_dir)
+        self.min_free_bytes = min_free_bytes
+        self.studies_dir = self.data_dir / "studies"
+        self.tmp_dir = self.data_dir / "tmp"
+        self.superseded_dir = self.data_dir / "superseded"
+        self.results_dir = self.data_dir / "results"
+        old_umask = os.umask(0o077)  # patient data: readable by the service user only
+        try:
+            for d in (self.data_dir, self.studies_dir, self.tmp_dir, self.superseded_dir, self.results_dir):
+                d.mkdir(parents=True, exist_ok=True)
+                os.chmod(d, 0o700)
+        finally:
+            os.umask(old_umask)
+        self.db_path = self.data_dir / "index.sqlite3"
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._all_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        with self._write_lock:
+            conn = self._conn()
+            conn.executescript(SCHEMA)
+            conn.commit()
+        os.chmod(self.db_path, 0o600)
+        self._clean_tmp()
+
+    # -- connections -------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._all_conns.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._all_conns:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:
+                    pass
+            self._all_conns.clear()
+        self._local = threading.local()
+
+    def _clean_tmp(self) -> None:
+        """Partial writes from a crash were never acknowledged; remove them."""
+        for leftover in self.tmp_dir.glob("*.part"):
+            try:
+                leftover.unlink()
+            except OSError as exc:
+                log.warning("cannot remove leftover temporary file %s: %s", leftover, exc)
+
+    # -- paths ---------------------------------------------------------------------------
+    def instance_path(self, header: InstanceHeader) -> Path:
+        for uid in (header.study_uid, header.series_uid, header.sop_uid):
+            if not is_valid_uid(uid):  # second line of defence: never build a path from a bad UID
+                raise InvalidDataset(f"UID {uid[:80]!r} is not a valid DICOM UID")
+        return self.studies_dir / header.study_uid / header.series_uid / f"{header.sop_uid}.dcm"
+
+    def abs_path(self, relative: str) -> Path:
+        return self.data_dir / relative
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.data_dir).free
+
+    def check_space(self, incoming: int = 0) -> None:
+        if self.min_free_bytes <= 0:
+            return
+        free = self.free_bytes()
+        if free - incoming < self.min_free_bytes:
+            raise OutOfResources(
+                f"free space {free // (1 << 20)} MiB is below the watermark of "
+                f"{self.min_free_bytes // (1 << 20)} MiB; refusing new instances"
+            )
+
+    # -- receiving -----------------------------------------------------------------------
+    def store_instance(self, data: bytes | Path, calling_ae: str = "", peer: str = "",
+                       received_at: float | None = None) -> StoredInstance:
+        """Durably store one encoded instance (Part 10 bytes, or a file to take over)."""
+        received_at = time.time() if received_at is None else received_at
+        if isinstance(data, Path):
+            with open(data, "rb") as fh:
+                header = read_header(fh)
+            size = data.stat().st_size
+        else:
+            header = read_header(data)
+            size = len(data)
+        self.check_space(size)
+        final = self.instance_path(header)
+        tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+        digest = hashlib.sha256()
+        try:
+            with open(tmp, "wb") as out:
+                if isinstance(data, Path):
+                    with open(data, "rb") as src:
+                        for chunk in iter(lambda: src.read(1 << 20), b""):
+                            digest.update(chunk)
+                            out.write(chunk)
+                else:
+                    digest.update(data)
+                    out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            sha = digest.hexdigest()
+            with self._write_lock:
+                return self._commit(header, tmp, final, sha, size, calling_ae, peer, received_at)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"write error ({exc.strerror or exc})"
+            raise OutOfResources(f"cannot store {header.sop_uid}: {reason}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _commit(self, header: InstanceHeader, tmp: Path, final: Path, sha: str, size: int,
+                calling_ae: str, peer: str, received_at: float) -> StoredInstance:
+        conn = self._conn()
+        row = conn.execute("SELECT path, sha256 FROM instances WHERE sop_uid=?", (header.sop_uid,)).fetchone()
+        outcome = "stored"
+        if row is not None:
+            existing = self.data_dir / row["path"]
+            if row["sha256"] == sha and existing.is_file():
+                return StoredInstance(header, existing, "duplicate")
+            if existing.is_file():
+                outcome = "replaced"
+                keep = self.superseded_dir / f"{header.sop_uid}.{int(received_at * 1000)}.{row['sha256'][:12]}.dcm"
+                os.replace(existing, keep)
+                _fsync_dir(self.superseded_dir)
+                conn.execute(
+                    "INSERT INTO replacements(sop_uid, old_sha256, new_sha256, superseded_path, replaced_at, calling_ae)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (header.sop_uid, row["sha256"], sha, str(keep.relative_to(self.data_dir)), received_at, calling_ae),
+                )
+                log.warning("instance %s replaced by different bytes from %s; old version kept in %s",
+                            header.sop_uid, calling_ae or "?", keep.name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+        self._index(conn, header, final, sha, size, calling_ae, peer, received_at)
+        return StoredInstance(header, final, outcome)
+
+    def _index(self, conn: sqlite3.Connection, h: InstanceHeader, final: Path, sha: str, size: int,
+               calling_ae: str, peer: str, received_at: float) -> None:
+        rel = str(final.relative_to(self.data_dir))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                """INSERT INTO studies(study_uid, patient_id, patient_name, patient_birth_date, patient_sex,
+                       study_date, study_time, accession, description, modalities,
+                       first_received, last_received, calling_ae, peer)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(study_uid) DO UPDATE SET last_received=max(last_received, excluded.last_received),
+                       first_received=min(first_received, excluded.first_received),
+                       modalities=CASE WHEN instr('\\' || modalities || '\\', '\\' || excluded.modalities || '\\') > 0
+                                       OR excluded.modalities = '' THEN modalities
+                                       WHEN modalities = '' THEN excluded.modalities
+                                       ELSE modalities || '\\' || excluded.modalities END""",
+                (h.study_uid, h.patient_id, h.patient_name, h.patient_birth_date, h.patient_sex, h.study_date,
+                 h.study_time, h.accession, h.study_description, h.modality, received_at, received_at,
+                 calling_ae, peer),
+            )
+            conn.execute(
+                """INSERT INTO series(series_uid, study_uid, modality, body_part, description, series_number,
+                       first_received, last_received)
+                   VALUES (?,?,?,?,?,?,?,?)
+                   ON CONFLICT(series_uid) DO UPDATE SET last_received=max(last_received, excluded.last_received),
+                       first_received=min(first_received, excluded.first_received)""",
+                (h.series_uid, h.study_uid, h.modality, h.body_part, h.series_description, h.series_number,
+                 received_at, received_at),
+            )
+            conn.execute(
+                """INSERT INTO instances(sop_uid, series_uid, study_uid, sop_class_uid, transfer_syntax,
+                       instance_number, path, size, sha256, received_at, calling_ae, peer)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(sop_uid) DO UPDATE SET path=excluded.path, size=excluded.size,
+                       sha256=excluded.sha256, received_at=excluded.received_at,
+                       transfer_syntax=excluded.transfer_syntax, calling_ae=excluded.calling_ae, peer=excluded.peer""",
+                (h.sop_uid, h.series_uid, h.study_uid, h.sop_class_uid, h.transfer_syntax, h.instance_number,
+                 rel, size, sha, received_at, calling_ae, peer),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- queries -------------------------------------------------------------------------
+    _STUDY_SELECT = """
+        SELECT s.*, (SELECT count(*) FROM series se WHERE se.study_uid = s.study_uid) AS n_series,
+               (SELECT count(*) FROM instances i WHERE i.study_uid = s.study_uid) AS n_instances
+        FROM studies s"""
+
+    @staticmethod
+    def _study(row: sqlite3.Row) -> StudyRecord:
+        return StudyRecord(
+            study_uid=row["study_uid"], patient_id=row["patient_id"] or "", patient_name=row["patient_name"] or "",
+            study_date=row["study_date"] or "", study_time=row["study_time"] or "",
+            description=row["description"] or "", modalities=row["modalities"] or "",
+            accession=row["accession"] or "", n_series=row["n_series"], n_instances=row["n_instances"],
+            first_received=row["first_received"], last_received=row["last_received"],
+            calling_ae=row["calling_ae"] or "", reviewed_at=row["reviewed_at"],
+        )
+
+    def list_studies(self) -> list[StudyRecord]:
+        rows = self._conn().execute(self._STUDY_SELECT + " ORDER BY s.first_received").fetchall()
+        return [self._study(r) for r in rows]
+
+    def get_study(self, study_uid: str) -> StudyRecord | None:
+        row = self._conn().execute(self._STUDY_SELECT + " WHERE s.study_uid=?", (study_uid,)).fetchone()
+        return self._study(row) if row else None
+
+    def list_series(self, study_uid: str | None = None) -> list[SeriesRecord]:
+        sql = """SELECT se.*, (SELECT count(*) FROM instances i WHERE i.series_uid = se.series_uid) AS n
+                 FROM series se"""
+        args: tuple[Any, ...] = ()
+        if study_uid is not None:
+            sql += " WHERE se.study_uid=?"
+            args = (study_uid,)
+        rows = self._conn().execute(sql + " ORDER BY se.series_number, se.first_received", args).fetchall()
+        return [self._series(r) for r in rows]
+
+    def get_series(self, series_uid: str) -> SeriesRecord | None:
+        row = self._conn().execute(
+            """SELECT se.*, (SELECT count(*) FROM instances i WHERE i.series_uid = se.series_uid) AS n
+               FROM series se WHERE se.series_uid=?""", (series_uid,)).fetchone()
+        return self._series(row) if row else None
+
+    @staticmethod
+    def _series(row: sqlite3.Row) -> SeriesRecord:
+        return SeriesRecord(
+            series_uid=row["series_uid"], study_uid=row["study_uid"], modality=row["modality"] or "",
+            body_part=row["body_part"] or "", description=row["description"] or "",
+            series_number=row["series_number"], n_instances=row["n"], first_received=row["first_received"],
+            last_received=row["last_received"], ready_at=row["ready_at"],
+        )
+
+    def series_files(self, series_uid: str) -> list[Path]:
+        rows = self._conn().execute(
+            "SELECT path FROM instances WHERE series_uid=? ORDER BY instance_number, sop_uid", (series_uid,)
+        ).fetchall()
+        return [self.data_dir / r["path"] for r in rows]
+
+    def instance_rows(self, series_uid: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM instances", ()
+        if series_uid:
+            sql, args = sql + " WHERE series_uid=?", (series_uid,)
+        return [dict(r) for r in self._conn().execute(sql, args).fetchall()]
+
+    def replacements(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._conn().execute("SELECT * FROM replacements ORDER BY id").fetchall()]
+
+    def mark_series_ready(self, series_uid: str, when: float | None = None) -> None:
+        with self._write_lock:
+            self._conn().execute("UPDATE series SET ready_at=? WHERE series_uid=?", (when or time.time(), series_uid))
+
+    def set_reviewed(self, study_uid: str, reviewed: bool = True) -> None:
+        with self._write_lock:
+            self._conn().execute("UPDATE studies SET reviewed_at=? WHERE study_uid=?",
+                                 (time.time() if reviewed else None, study_uid))
+
+    # -- jobs (persistent analysis queue) -----------------------------------------------
+    def enqueue_job(self, series_uid: str) -> bool:
+        """Queue analysis of a series; a finished job is re-queued only if instances were added."""
+        with self._write_lock:
+            conn = self._conn()
+            series = self.get_series(series_uid)
+            if series is None:
+                return False
+            row = conn.execute("SELECT state, instance_count FROM jobs WHERE series_uid=?", (series_uid,)).fetchone()
+            now = time.time()
+            if row is None:
+                conn.execute("INSERT INTO jobs(series_uid, study_uid, state, instance_count, enqueued_at)"
+                             " VALUES (?,?,?,?,?)", (series_uid, series.study_uid, "pending", series.n_instances, now))
+                return True
+            if row["state"] == "done" and row["instance_count"] != series.n_instances:
+                conn.execute("UPDATE jobs SET state='pending', instance_count=?, enqueued_at=?, attempts=0"
+                             " WHERE series_uid=?", (series.n_instances, now, series_uid))
+                return True
+            if row["state"] == "pending":
+                conn.execute("UPDATE jobs SET instance_count=? WHERE series_uid=?", (series.n_instances, series_uid))
+            return False
+
+    def claim_job(self) -> Job | None:
+        with self._write_lock:
+            row = self._conn().execute(
+                """UPDATE jobs SET state='running', started_at=?, attempts=attempts+1
+                   WHERE series_uid=(SELECT series_uid FROM jobs WHERE state='pending' ORDER BY enqueued_at LIMIT 1)
+                   RETURNING series_uid, study_uid, attempts, instance_count, enqueued_at""",
+                (time.time(),)).fetchone()
+        return Job(**dict(row)) if row else None
+
+    def finish_job(self, series_uid: str) -> None:
+        with self._write_lock:
+            self._conn().execute("UPDATE jobs SET state='done', finished_at=? WHERE series_uid=?",
+                                 (time.time(), series_uid))
+
+    def requeue_interrupted_jobs(self) -> int:
+        """Jobs left 'running' by a crash go back to pending on start-up."""
+        with self._write_lock:
+            cur = self._conn().execute("UPDATE jobs SET state='pending' WHERE state='running'")
+            return cur.rowcount
+
+    def pending_jobs(self) -> int:
+        return self._conn().execute("SELECT count(*) FROM jobs WHERE state IN ('pending','running')").fetchone()[0]
+
+    def job_states_by_study(self) -> list[tuple[str, str]]:
+        return [(r["study_uid"], r["state"]) for r in self._conn().execute("SELECT study_uid, state FROM jobs")]
+
+    def job_state(self, series_uid: str) -> str | None:
+        row = self._conn().execute("SELECT state FROM jobs WHERE series_uid=?", (series_uid,)).fetchone()
+        return row["state"] if row else None
+
+    # -- results -------------------------------------------------------------------------
+    def save_result(self, r: AnalysisResult) -> None:
+        with self._write_lock:
+            self._conn().execute(
+                """INSERT INTO results(series_uid, study_uid, status, reason, model, model_version, device,
+                       device_note, validated, priority, summary, findings, timings, overlay_path,
+                       arrival_at, created_at)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(series_uid) DO UPDATE SET status=excluded.status, reason=excluded.reason,
+                       model=excluded.model, model_version=excluded.model_version, device=excluded.device,
+                       device_note=excluded.device_note, validated=excluded.validated,
+                       priority=excluded.priority, summary=excluded.summary, findings=excluded.findings,
+                       timings=excluded.timings, overlay_path=excluded.overlay_path,
+                       arrival_at=excluded.arrival_at, created_at=excluded.created_at""",
+                (r.series_uid, r.study_uid, r.status, r.reason, r.model, r.model_version, r.device, r.device_note,
+                 int(r.validated), r.priority, r.summary, json.dumps(r.findings), json.dumps(r.timings),
+                 r.overlay_path, r.arrival_at, r.created_at),
+            )
+
+    @staticmethod
+    def _result(row: sqlite3.Row) -> AnalysisResult:
+        return AnalysisResult(
+            series_uid=row["series_uid"], study_uid=row["study_uid"], status=row["status"],
+            priority=row["priority"], reason=row["reason"], model=row["model"],
+            model_version=row["model_version"], device=row["device"], device_note=row["device_note"],
+            validated=bool(row["validated"]), summary=row["summary"] or "",
+            findings=json.loads(row["findings"] or "{}"), timings=json.loads(row["timings"] or "{}"),
+            overlay_path=row["overlay_path"], arrival_at=row["arrival_at"], created_at=row["created_at"],
+        )
+
+    def get_result(self, series_uid: str) -> AnalysisResult | None:
+        row = self._conn().execute("SELECT * FROM results WHERE series_uid=?", (series_uid,)).fetchone()
+        return self._result(row) if row else None
+
+    def results_for_study(self, study_uid: str) -> list[AnalysisResult]:
+        rows = self._conn().execute("SELECT * FROM results WHERE study_uid=? ORDER BY created_at",
+                                    (study_uid,)).fetchall()
+        return [self._result(r) for r in rows]
+
+    def all_results(self) -> list[AnalysisResult]:
+        return [self._result(r) for r in self._conn().execute("SELECT * FROM results").fetchall()]
+
+    def result_overlay_dir(self, series_uid: str) -> Path:
+        if not is_valid_uid(series_uid):
+            raise InvalidDataset(f"UID {series_uid[:80]!r} is not a valid DICOM UID")
+        path = self.results_dir / series_uid
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- consistency -------------------------------------------------------------------------
+    def iter_instance_files(self) -> Iterator[Path]:
+        yield from sorted(self.studies_dir.glob("*/*/*.dcm"))
+
+    def reindex(self) -> int:
+        """Rebuild the instance index from the files; results and jobs are kept."""
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM instances")
+            conn.execute("COMMIT")
+            count = 0
+            for path in self.iter_instance_files():
+                try:
+                    header = read_header(path)
+                except InvalidDataset as exc:
+                    log.error("reindex: %s is not a readable instance (%s); left in place", path, exc)
+                    continue
+                if path != self.instance_path(header):
+                    log.error("reindex: %s does not match its UIDs; left in place", path)
+                    continue
+                sha = hashlib.sha256(path.read_bytes()).hexdigest()
+                self._index(conn, header, path, sha, path.stat().st_size, "", "", path.stat().st_mtime)
+                count += 1
+            conn.execute("DELETE FROM series WHERE series_uid NOT IN (SELECT series_uid FROM instances)")
+            conn.execute("DELETE FROM studies WHERE study_uid NOT IN (SELECT study_uid FROM instances)")
+            return count
+
+    def verify(self) -> list[str]:
+        """Disagreements between index and files (empty when consistent)."""
+        problems: list[str] = []
+        indexed = {self.data_dir / r["path"]: r["sha256"] for r in self.instance_rows()}
+        on_disk = set(self.iter_instance_files())
+        for path in on_disk - set(indexed):
+            problems.append(f"file not in index: {path.relative_to(self.data_dir)}")
+        for path, sha in indexed.items():
+            if path not in on_disk:
+                problems.append(f"indexed file missing: {path.relative_to(self.data_dir)}")
+            elif hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+                problems.append(f"file does not match its index hash: {path.relative_to(self.data_dir)}")
+        return problems
+
+    @classmethod
+    def rebuild(cls, data_dir: Path, min_free_bytes: int = 0) -> tuple["StudyStore", int]:
+        """Set a lost or damaged index aside and rebuild it from the files."""
+        data_dir = Path(data_dir)
+        db = data_dir / "index.sqlite3"
+        healthy = False
+        if db.exists():
+            try:
+                probe = sqlite3.connect(db)
+                healthy = probe.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+                probe.close()
+            except sqlite3.DatabaseError:
+                healthy = False
+            if not healthy:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                for suffix in ("", "-wal", "-shm"):
+                    part = data_dir / f"index.sqlite3{suffix}"
+                    if part.exists():
+                        os.replace(part, data_dir / f"index.sqlite3{suffix}.damaged-{stamp}")
+                log.warning("index %s was damaged; set aside and rebuilt from the files", db)
+        store = cls(data_dir, min_free_bytes)
+        count = store.reindex()
+        return store, count
+
+    def open_db_is_healthy(self) -> bool:
+        try:
+            return self._conn().execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        except sqlite3.DatabaseError:
+            return False
