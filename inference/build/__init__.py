@@ -1,0 +1,1 @@
+"""Model pack builders. The only code in FirstLook that imports torch and nncf."""
