@@ -49,7 +49,7 @@ def _study_row(study: StudyRecord, results: list[AnalysisResult], job_states: li
         priority = min(priorities, key=lambda p: RANK.get(p, 3))
     else:
         priority = "new"
-    if busy and RANK.get(priority, 3) > RANK["analysing"]:
+    if busy and (priority == "new" or RANK.get(priority, 3) > RANK["analysing"]):
         priority = "analysing"
     validated: bool | None = None
     if model_results:
