@@ -258,6 +258,16 @@ def _cam_peak_agreement(feat_a: np.ndarray, feat_b: np.ndarray, weights: np.ndar
     return float(np.mean(cam_a.argmax(-1) == cam_b.argmax(-1)))
 
 
+def check_fidelity_gate(mean_abs_dp: float, max_abs_dp: float, images: int) -> None:
+    """Refuse INT8 unless mean |dp| <= 0.01 and max |dp| <= 0.05 against FP32."""
+    if not (mean_abs_dp <= GATE_MEAN_ABS and max_abs_dp <= GATE_MAX_ABS):  # NaN fails too
+        raise FidelityGateError(
+            PACK_NAME,
+            f"INT8 fidelity gate failed over {images} radiographs: mean |dp| {mean_abs_dp:.4f} "
+            f"(limit {GATE_MEAN_ABS}), max |dp| {max_abs_dp:.4f} (limit {GATE_MAX_ABS}); INT8 pack not written",
+        )
+
+
 def _build_key(checkpoint_sha: str | None, seed: int | None, images: list[Path], thresholds: Mapping[str, float]) -> str:
     """What the pack depends on; an identical key means the existing pack is current."""
     payload = {
@@ -379,12 +389,7 @@ def build_chexnet_pack(
         "torch_vs_fp32_max_abs_dp": conversion_err,
     }
     log.info("INT8 fidelity over %d radiographs: mean |dp| %.4f, max |dp| %.4f", len(inputs), worst_mean, worst_max)
-    if worst_mean > GATE_MEAN_ABS or worst_max > GATE_MAX_ABS:
-        raise FidelityGateError(
-            PACK_NAME,
-            f"INT8 fidelity gate failed over {len(inputs)} radiographs: mean |dp| {worst_mean:.4f} "
-            f"(limit {GATE_MEAN_ABS}), max |dp| {worst_max:.4f} (limit {GATE_MAX_ABS}); INT8 pack not written",
-        )
+    check_fidelity_gate(worst_mean, worst_max, len(inputs))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / f".{PACK_NAME}.building-{os.getpid()}"
