@@ -161,10 +161,11 @@ def _voi_to_unit(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, str]:
         first = descriptor[1]
         if first >= 32768 and int(ds.get("PixelRepresentation", 0) or 0) == 1:
             first -= 65536  # US-encoded signed first mapped value
-        probe = np.arange(first, first + entries, dtype=np.float64)
+        probe = np.arange(first, first + entries, dtype=np.int64)
         lut_out = apply_voi_lut(probe, ds, index=0, prefer_lut=True).astype(np.float64)
         lo, hi = float(lut_out.min()), float(lut_out.max())
-        out = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float64)
+        # A LUT is indexed by integers; rescaled values are floats (integral for usual slopes).
+        out = apply_voi_lut(np.rint(values).astype(np.int64), ds, index=0, prefer_lut=True).astype(np.float64)
         if hi > lo:
             return (out - lo) / (hi - lo), "lut"
         log.warning("VOI LUT is constant; falling back to the window or min/max")
