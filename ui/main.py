@@ -1,0 +1,64 @@
+"""``firstlook`` with no sub-command: the desktop app.
+
+Order matters: the window is shown first, then the service (node + model loading) starts
+on a worker thread, so the radiologist sees progress instead of a frozen splash.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
+
+from app.config import Config
+from ui.main_window import MainWindow
+from ui.service_controller import ServiceController, ServiceFactory, ServiceLike, models_status_of, queue_length_of
+
+log = logging.getLogger(__name__)
+
+
+def default_service_factory(config: Config) -> ServiceLike:
+    from app.service import Service
+
+    return Service(config)
+
+
+def wire(window: MainWindow, controller: ServiceController) -> None:
+    """Connect the window and the service controller (also used by the screenshot script)."""
+
+    def created(service: ServiceLike) -> None:
+        window.attach_backend(service.store, service.hub, models_status_of(service), queue_length_of(service))
+
+    def failed(message: str) -> None:
+        window.status.set_node(False, f"service stopped: {message}")
+
+    def saved(config: Config, restart_node: bool, reload_models: bool) -> None:
+        if restart_node or reload_models:
+            window.detach_backend()
+            controller.restart(config)
+
+    controller.created.connect(created, Qt.ConnectionType.QueuedConnection)
+    controller.failed.connect(failed, Qt.ConnectionType.QueuedConnection)
+    window.settings_saved.connect(saved)
+
+
+def run_desktop(config: Config, config_path: Path | None = None,
+                service_factory: ServiceFactory = default_service_factory) -> int:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setApplicationName("FirstLook")
+    window = MainWindow(config, config_path)
+    controller = ServiceController(service_factory, config)
+    wire(window, controller)
+    window.show()           # first: the window appears before any model loads
+    controller.start()      # then: node + models on the controller's thread
+    try:
+        code = app.exec()
+    finally:
+        window.shutdown()
+        controller.stop_and_wait()
+    log.info("desktop closed")
+    return int(code)

@@ -1,0 +1,163 @@
+"""Greyscale windowing and AI overlays as plain numpy, so rendering is testable pixel by pixel.
+
+Overlays never hide the image: the CAM heatmap's alpha follows the activation (cold areas
+stay clear) and is capped by the opacity slider; haemorrhage classes can be drawn as an
+outline only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BLAST_CT_CLASSES: tuple[str, ...] = ("IPH", "EAH", "oedema", "IVH")
+CLASS_NAMES: dict[str, str] = {
+    "IPH": "intraparenchymal haemorrhage",
+    "EAH": "extra-axial haemorrhage",
+    "oedema": "perilesional oedema",
+    "IVH": "intraventricular haemorrhage",
+}
+# Distinct under common colour-vision deficiencies and against grey: red, yellow, green, cyan.
+CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
+    "IPH": (230, 25, 45),
+    "EAH": (255, 215, 0),
+    "oedema": (60, 200, 75),
+    "IVH": (0, 190, 255),
+}
+CAM_FLOOR = 0.2  # activations below this fraction of the maximum are not drawn at all
+
+
+def window_to_grey(pixels: np.ndarray, centre: float, width: float, invert: bool = False) -> np.ndarray:
+    """Linear VOI window to uint8 (MONOCHROME1 inverted after windowing)."""
+    width = max(float(width), 1.0)
+    lo = float(centre) - width / 2.0
+    scaled = (pixels - np.float32(lo)) * np.float32(255.0 / width)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    grey = scaled.astype(np.uint8)
+    if invert:
+        np.subtract(255, grey, out=grey)
+    return grey
+
+
+def _jet_colormap() -> np.ndarray:
+    x = np.linspace(0.0, 1.0, 256)
+    r = np.clip(1.5 - np.abs(4 * x - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * x - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * x - 1), 0, 1)
+    return (np.stack([r, g, b], axis=1) * 255).astype(np.uint8)
+
+
+CAM_COLORMAP = _jet_colormap()
+
+
+def grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def blend_cam(rgb: np.ndarray, cam: np.ndarray, opacity: float) -> np.ndarray:
+    """Heatmap over the image; cam is uint8 0..255 at image size."""
+    if cam.shape != rgb.shape[:2]:
+        raise ValueError(f"heatmap {cam.shape} does not match the image {rgb.shape[:2]}")
+    weight = cam.astype(np.float32) * (1.0 / 255.0)
+    alpha = np.where(weight >= CAM_FLOOR, weight, 0.0).astype(np.float32) * np.float32(max(0.0, min(1.0, opacity)))
+    colour = CAM_COLORMAP[cam].astype(np.float32)
+    out = rgb.astype(np.float32)
+    out += (colour - out) * alpha[:, :, None]
+    return out.astype(np.uint8)
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """Boundary pixels of a boolean mask (4-neighbourhood), no scipy needed."""
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return mask & ~inner
+
+
+def blend_labels(rgb: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], enabled: set[str],
+                 opacity: float, mode: str = "fill") -> np.ndarray:
+    """Per-class colours; label value k is classes[k-1]; mode is "fill" or "outline"."""
+    if labels.shape != rgb.shape[:2]:
+        raise ValueError(f"segmentation {labels.shape} does not match the image {rgb.shape[:2]}")
+    out = rgb.copy()
+    opacity = max(0.0, min(1.0, opacity))
+    for k, name in enumerate(classes, start=1):
+        if name not in enabled:
+            continue
+        mask = labels == k
+        if not mask.any():
+            continue
+        colour = np.array(CLASS_COLOURS.get(name, (255, 0, 255)), dtype=np.float32)
+        if mode == "outline":
+            out[outline(mask)] = colour.astype(np.uint8)
+        else:
+            region = out[mask].astype(np.float32)
+            out[mask] = (region + (colour - region) * opacity).astype(np.uint8)
+    return out
+
+
+@dataclass
+class CamOverlay:
+    """CheXNet class-activation maps, one per finding, at the radiograph's size."""
+
+    cam: np.ndarray          # uint8 [n_labels, rows, cols]
+    labels: list[str]
+
+    def for_label(self, label: str) -> np.ndarray | None:
+        return self.cam[self.labels.index(label)] if label in self.labels else None
+
+
+@dataclass
+class LabelOverlay:
+    """BLAST-CT labels re-indexed to the viewer's slice order (None where no label slice)."""
+
+    by_slice: list[np.ndarray | None]
+    classes: tuple[str, ...]
+    voxels: dict[str, list[int]] = field(default_factory=dict)  # per class, voxel count per display slice
+
+    def max_slice(self, classes: set[str] | None = None) -> int | None:
+        """Display index with the most labelled voxels of the given classes (all by default)."""
+        wanted = [c for c in self.classes if classes is None or c in classes]
+        totals = [sum(self.voxels[c][i] for c in wanted) for i in range(len(self.by_slice))]
+        if not totals or max(totals) == 0:
+            return None
+        return int(np.argmax(totals))
+
+
+def load_cam_overlay(path: Path) -> CamOverlay:
+    with np.load(path, allow_pickle=False) as data:
+        cam = np.asarray(data["cam"], dtype=np.uint8)
+        labels = [str(x) for x in data["labels"]]
+    if cam.ndim != 3 or cam.shape[0] != len(labels):
+        raise ValueError(f"{path.name}: cam {cam.shape} does not match {len(labels)} labels")
+    return CamOverlay(cam=cam, labels=labels)
+
+
+def load_label_overlay(path: Path, sop_order: list[str]) -> LabelOverlay:
+    """Map the label volume (ordered by its own ``sop_uids``) onto the displayed slices."""
+    with np.load(path, allow_pickle=False) as data:
+        labels = np.asarray(data["labels"], dtype=np.uint8)
+        sops = [str(x) for x in data["sop_uids"]]
+        classes = tuple(str(x) for x in data["classes"]) if "classes" in data.files else BLAST_CT_CLASSES
+    if labels.ndim != 3 or labels.shape[0] != len(sops):
+        raise ValueError(f"{path.name}: labels {labels.shape} do not match {len(sops)} slice UIDs")
+    where = {sop: i for i, sop in enumerate(sops)}
+    by_slice: list[np.ndarray | None] = []
+    voxels: dict[str, list[int]] = {c: [] for c in classes}
+    for sop in sop_order:
+        i = where.get(sop)
+        plane = labels[i] if i is not None else None
+        by_slice.append(plane)
+        for k, c in enumerate(classes, start=1):
+            voxels[c].append(int(np.count_nonzero(plane == k)) if plane is not None else 0)
+    missing = sum(1 for p in by_slice if p is None)
+    if missing:
+        log.info("%s: %d displayed slice(s) have no label slice", path.name, missing)
+    return LabelOverlay(by_slice=by_slice, classes=classes, voxels=voxels)

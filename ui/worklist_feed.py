@@ -1,0 +1,108 @@
+"""Fetches worklist rows off the GUI thread and coalesces bursts of events.
+
+A 300-slice CT arrives as 300 InstanceStored events; the feed turns them into one
+``row_for_study`` query per study per batch, so the GUI thread only ever merges rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from PySide6.QtCore import QObject, Signal
+
+from app.events import Event, EventHub, NodeStatus
+from app.store import StudyStore
+from app.worklist import build_rows, row_for_study
+
+log = logging.getLogger(__name__)
+
+
+class WorklistFeed(QObject):
+    rows_loaded = Signal(object)    # list[WorklistRow], the whole worklist
+    rows_updated = Signal(object)   # list[WorklistRow] that are new or changed
+    failed = Signal(str)
+
+    def __init__(self, store: StudyStore, batch_delay_s: float = 0.05, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.batch_delay_s = batch_delay_s
+        self._pending: set[str] = set()
+        self._actions: list[Callable[[], None]] = []
+        self._reload = False
+        self._stop = False
+        self._cond = threading.Condition()
+        self._hub: EventHub | None = None
+        self._thread = threading.Thread(target=self._run, name="worklist-feed", daemon=True)
+
+    # -- wiring --------------------------------------------------------------------------
+    def attach(self, hub: EventHub) -> None:
+        """Subscribe directly: the hub thread only drops a UID in a set, it never waits."""
+        self._hub = hub
+        hub.subscribe(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        if not isinstance(event, NodeStatus):
+            self.refresh(event.study_uid)
+
+    def start(self) -> None:
+        self.reload()
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._hub is not None:
+            self._hub.unsubscribe(self._on_event)
+            self._hub = None
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- requests (any thread) ----------------------------------------------------------
+    def reload(self) -> None:
+        with self._cond:
+            self._reload = True
+            self._cond.notify_all()
+
+    def refresh(self, study_uid: str) -> None:
+        with self._cond:
+            self._pending.add(study_uid)
+            self._cond.notify_all()
+
+    def set_reviewed(self, study_uid: str, reviewed: bool = True) -> None:
+        """Persist, then refresh the row, in order on the feed thread."""
+        def action() -> None:
+            self.store.set_reviewed(study_uid, reviewed)
+        with self._cond:
+            self._actions.append(action)
+            self._pending.add(study_uid)
+            self._cond.notify_all()
+
+    # -- feed thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._stop or self._reload or self._pending or self._actions):
+                    self._cond.wait()
+                if self._stop:
+                    return
+            time.sleep(self.batch_delay_s)  # let a burst of events collect into one batch
+            with self._cond:
+                reload, self._reload = self._reload, False
+                pending, self._pending = self._pending, set()
+                actions, self._actions = self._actions, []
+            try:
+                for action in actions:
+                    action()
+                if reload:
+                    self.rows_loaded.emit(build_rows(self.store))
+                elif pending:
+                    rows = [row for uid in sorted(pending) if (row := row_for_study(self.store, uid)) is not None]
+                    if rows:
+                        self.rows_updated.emit(rows)
+            except Exception as exc:  # the worklist must survive a transient SQLite error
+                log.exception("worklist refresh failed")
+                self.failed.emit(f"worklist refresh failed: {exc}")
