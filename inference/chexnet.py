@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 class ChexnetOutput:
     """Result of one radiograph.
 
-    ``cam`` is uint8 [14, rows, cols] at the image size: for each finding its 7x7 CAM
-    is min..max normalised to 0..1 (so 255 marks that finding's hottest region, whatever
-    its probability), bilinearly upsampled, times 255. ``cam_raw`` keeps the
+    ``cam`` is uint8 [14, rows, cols] at the image size. Normalisation: each finding's
+    7x7 CAM is min..max scaled to 0..255 (so 255 marks that finding's hottest region,
+    whatever its probability; a constant map is all 0), then bilinearly upsampled, so
+    pixels stay within 0..255 and reach ~255 at the hottest cell's centre. ``cam_raw`` keeps the
     un-normalised 7x7 scores. Timings are seconds.
     """
 
