@@ -261,7 +261,6 @@ class ViewerWidget(QWidget):
         key("+", lambda: self.canvas.zoom_by(1.25))
         key("-", lambda: self.canvas.zoom_by(0.8))
         key(QKeySequence(Qt.Key.Key_Escape), self.back_requested.emit)
-        key("Ctrl+R", self._mark_reviewed)
         key("0", lambda: self.apply_preset("As stored"))
         for i, name in enumerate(PRESETS, start=1):
             key(str(i), lambda name=name: self.apply_preset(name))

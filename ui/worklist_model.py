@@ -5,7 +5,7 @@ live in the proxy, so a row whose priority changes moves by itself (dynamic sort
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QRectF, QSortFilterProxyModel, Qt
@@ -203,7 +203,6 @@ class WorklistFilter:
     statuses: set[str] | None = None
     priorities: set[str] | None = None
     text: str = ""
-    _needle: str = field(default="", repr=False)
 
     def accepts(self, r: WorklistRow) -> bool:
         if self.statuses is not None and r.status not in self.statuses:
@@ -230,13 +229,15 @@ class WorklistProxy(QSortFilterProxyModel):
 
     def set_filter(self, statuses: set[str] | None = None, priorities: set[str] | None = None,
                    text: str | None = None) -> None:
+        self.beginFilterChange()
         self.filter = WorklistFilter(statuses=statuses, priorities=priorities,
                                      text=(text if text is not None else self.filter.text).strip())
-        self.invalidateFilter()
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
 
     def set_text(self, text: str) -> None:
+        self.beginFilterChange()
         self.filter.text = text.strip()
-        self.invalidateFilter()
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
 
     def filterAcceptsRow(self, source_row: int, source_parent: Index) -> bool:
         model = self.sourceModel()
