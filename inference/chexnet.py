@@ -9,7 +9,9 @@ inference. Imports openvino, numpy and Pillow only (never torch or nncf).
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,12 +56,12 @@ class ChexnetOutput:
         return {"probabilities": dict(self.probabilities), "thresholds": dict(self.thresholds), "flagged": list(self.flagged)}
 
 
-def cam_to_image(cam_raw: np.ndarray, rows: int, cols: int) -> np.ndarray:
+def cam_to_image(cam_raw: np.ndarray, rows: int, cols: int, executor: Executor | None = None) -> np.ndarray:
     """Per-finding min..max normalised 7x7 maps -> uint8 [C, rows, cols], bilinear.
 
     Normalising before upsampling is exact (bilinear stays inside min..max) and lets
-    Pillow resample in 8-bit: single-threaded, so it does not fight inference for cores
-    (a separable float matmul was no faster on 2 cores, and noisier).
+    Pillow resample in 8-bit. Pillow releases the GIL while resizing, so an executor
+    spreads the findings over cores (about 2x on 2 cores for a 1024x1024 image).
     """
     n = cam_raw.shape[0]
     flat = cam_raw.reshape(n, -1).astype(np.float64)
@@ -68,8 +70,15 @@ def cam_to_image(cam_raw: np.ndarray, rows: int, cols: int) -> np.ndarray:
     unit = np.where(hi > lo, (cam_raw - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
     small = np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
     out = np.empty((n, rows, cols), dtype=np.uint8)
-    for c in range(n):
+
+    def upsample(c: int) -> None:
         out[c] = np.asarray(Image.fromarray(small[c]).resize((cols, rows), Image.Resampling.BILINEAR))
+
+    if executor is None:
+        for c in range(n):
+            upsample(c)
+    else:
+        list(executor.map(upsample, range(n)))
     return out
 
 
@@ -111,6 +120,16 @@ class Chexnet:
                 raise PackError(pack.name, f"model has no output '{name}' (has {self.model.output_names})")
         self.device = self.model.device
         self.fallback_note = self.model.fallback_note
+        workers = max(1, min(4, os.cpu_count() or 1))
+        self._cam_pool: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(workers, thread_name_prefix="chexnet-cam") if workers > 1 else None
+        )
+
+    def close(self) -> None:
+        """Stop the CAM worker threads (also done at interpreter exit)."""
+        if self._cam_pool is not None:
+            self._cam_pool.shutdown(wait=True)
+            self._cam_pool = None
 
     def preprocess(self, image: CxrImage) -> np.ndarray:
         return to_model_input(image, self.preprocessing)
@@ -132,7 +151,7 @@ class Chexnet:
         if probs.shape[0] != len(self.labels) or features.shape[0] != self._weights.shape[1]:
             raise InferenceError(f"CheXNet outputs {probs.shape}/{features.shape} do not match the pack")
         cam_raw = np.tensordot(self._weights, features, axes=(1, 0))  # [14, 7, 7]
-        cam = cam_to_image(cam_raw, image.rows, image.cols)
+        cam = cam_to_image(cam_raw, image.rows, image.cols, self._cam_pool)
         t3 = time.perf_counter()
         probabilities = {label: float(p) for label, p in zip(self.labels, probs)}
         flagged = [label for label in self.labels if probabilities[label] >= self.thresholds[label]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,8 @@ def test_cam_normalisation_and_orientation() -> None:
     assert cam.shape == (2, 70, 140)
     assert cam[0, 4, 135] == 255 and cam[0, 65, 5] == 0 and cam[0, 5, 130] < 255
     assert not cam[1].any()
+    with ThreadPoolExecutor(2) as pool:  # the runtime's threaded path gives the same pixels
+        np.testing.assert_array_equal(cam_to_image(raw, 70, 140, pool), cam)
 
 
 def test_rgba_png_runs_end_to_end(chexnet: Chexnet, cxr_dir: Path) -> None:
