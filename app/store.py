@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 
 from app.uids import is_valid_uid
@@ -99,6 +100,18 @@ class StoreError(Exception):
 
 class InvalidDataset(StoreError):
     """Cannot be parsed or lacks a valid Study/Series/SOP Instance UID (0xC000 range)."""
+
+
+class UnreadableDataset(InvalidDataset):
+    """The bytes are not a DICOM dataset pydicom can parse (SCP status 0xC210)."""
+
+
+class MissingUID(InvalidDataset):
+    """Study, Series or SOP Instance UID is absent or empty (SCP status 0xC211)."""
+
+
+class BadUID(InvalidDataset):
+    """A UID breaks the DICOM UID grammar, e.g. carries path characters (SCP status 0xC212)."""
 
 
 class OutOfResources(StoreError):
@@ -202,7 +215,28 @@ class Job:
     enqueued_at: float
 
 
+# Character sets whose bytes decode directly; anything else goes through pydicom's decoder.
+_DIRECT_CHARSETS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+
+
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    """Header value as text. Reads the raw element bytes when the character set allows:
+    pydicom's value conversion was most of the per-instance header cost on the receive path."""
+    encoding = ds.__dict__.get("_firstlook_encoding")
+    if encoding is None:
+        raw_cs = ds.get_item("SpecificCharacterSet") if "SpecificCharacterSet" in ds else None
+        cs = ""
+        if raw_cs is not None:
+            value = raw_cs.value
+            cs = (value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)).strip(" \x00")
+        encoding = _DIRECT_CHARSETS.get(cs, "")
+        ds.__dict__["_firstlook_encoding"] = encoding
+    if encoding:
+        raw = ds.get_item(keyword) if keyword in ds else None
+        if raw is None:
+            return ""
+        if isinstance(raw.value, bytes):
+            return raw.value.decode(encoding, "replace").strip(" \x00")
     value = ds.get(keyword, "")
     if value is None:
         return ""
@@ -211,10 +245,21 @@ def _text(ds: pydicom.Dataset, keyword: str) -> str:
 
 def _int(ds: pydicom.Dataset, keyword: str) -> int | None:
     try:
-        value = ds.get(keyword)
-        return int(value) if value not in (None, "") else None
+        value = _text(ds, keyword)
+        return int(value) if value else None
     except (TypeError, ValueError):
         return None
+
+
+def _check_not_truncated(ds: pydicom.Dataset) -> None:
+    """pydicom (with force) quietly returns short values for elements that run past the end
+    of the data; random bytes look like that, so it is the line between garbage and a dataset."""
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF and isinstance(raw.value, bytes) \
+                and len(raw.value) < raw.length:
+            raise UnreadableDataset(f"element {raw.tag} claims {raw.length} bytes but the data ends after "
+                                    f"{len(raw.value)}")
 
 
 def read_header(source: bytes | Path | BinaryIO) -> InstanceHeader:
@@ -225,6 +270,7 @@ def read_header(source: bytes | Path | BinaryIO) -> InstanceHeader:
         else:
             fh = source
         ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+        _check_not_truncated(ds)
         study = _text(ds, "StudyInstanceUID")
         series = _text(ds, "SeriesInstanceUID")
         sop = _text(ds, "SOPInstanceUID")
@@ -246,14 +292,31 @@ def read_header(source: bytes | Path | BinaryIO) -> InstanceHeader:
         raise
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError, OverflowError,
             MemoryError, NotImplementedError, UnicodeError, struct.error) as exc:
-        raise InvalidDataset(f"dataset cannot be parsed: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
+        raise UnreadableDataset(f"dataset cannot be parsed: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
     for name, uid in (("Study Instance UID", header.study_uid), ("Series Instance UID", header.series_uid),
                       ("SOP Instance UID", header.sop_uid)):
         if not uid:
-            raise InvalidDataset(f"dataset lacks a {name}")
+            raise MissingUID(f"dataset lacks a {name}")
         if not is_valid_uid(uid):
-            raise InvalidDataset(f"{name} {uid[:80]!r} is not a valid DICOM UID")
+            raise BadUID(f"{name} {uid[:80]!r} is not a valid DICOM UID")
     return header
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _discard(path: Path) -> None:
+    """Remove a temporary file; failing to (e.g. the failure being reported was the
+    directory itself) must not mask the real error."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot remove temporary file %s: %s", path, exc)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -267,9 +330,18 @@ def _fsync_dir(path: Path) -> None:
 class StudyStore:
     """Files under ``<data_dir>/studies/<study>/<series>/<sop>.dcm`` and their SQLite index."""
 
-    def __init__(self, data_dir: Path, min_free_bytes: int = 0) -> None:
+    def __init__(self, data_dir: Path, min_free_bytes: int = 0, index_sync: str = "NORMAL") -> None:
+        """``index_sync`` is SQLite's ``synchronous`` for the index. NORMAL (default): a commit
+        is visible and survives a process crash but is fsynced at WAL checkpoints, not per
+        instance; the instance *file* is always fsynced under its final name before the SCP
+        answers, and ``adopt_unindexed`` (run by the service after an unclean stop) indexes any
+        file whose row a power cut took. FULL fsyncs the WAL on every commit (one more fsync per
+        instance, measured in bench/bench_receive.py)."""
+        if index_sync.upper() not in ("NORMAL", "FULL"):
+            raise ValueError("index_sync must be NORMAL or FULL")
         self.data_dir = Path(data_dir)
         self.min_free_bytes = min_free_bytes
+        self.index_sync = index_sync.upper()
         self.studies_dir = self.data_dir / "studies"
         self.tmp_dir = self.data_dir / "tmp"
         self.superseded_dir = self.data_dir / "superseded"
@@ -300,7 +372,7 @@ class StudyStore:
             conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={self.index_sync}")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
             with self._conns_lock:
@@ -329,7 +401,7 @@ class StudyStore:
     def instance_path(self, header: InstanceHeader) -> Path:
         for uid in (header.study_uid, header.series_uid, header.sop_uid):
             if not is_valid_uid(uid):  # second line of defence: never build a path from a bad UID
-                raise InvalidDataset(f"UID {uid[:80]!r} is not a valid DICOM UID")
+                raise BadUID(f"UID {uid[:80]!r} is not a valid DICOM UID")
         return self.studies_dir / header.study_uid / header.series_uid / f"{header.sop_uid}.dcm"
 
     def abs_path(self, relative: str) -> Path:
@@ -378,38 +450,61 @@ class StudyStore:
                 os.fsync(out.fileno())
             sha = digest.hexdigest()
             with self._write_lock:
-                return self._commit(header, tmp, final, sha, size, calling_ae, peer, received_at)
+                stored = self._commit(header, tmp, final, sha, size, calling_ae, peer, received_at)
+            # The new name becomes durable here, before the caller acknowledges. Outside the
+            # lock, so concurrent associations' directory fsyncs share journal commits.
+            if stored.outcome != "duplicate":
+                _fsync_dir(final.parent)
+            return stored
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"write error ({exc.strerror or exc})"
             raise OutOfResources(f"cannot store {header.sop_uid}: {reason}") from exc
+        except sqlite3.OperationalError as exc:  # e.g. "database or disk is full", "disk I/O error"
+            raise OutOfResources(f"cannot index {header.sop_uid}: {exc}") from exc
         finally:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
 
     def _commit(self, header: InstanceHeader, tmp: Path, final: Path, sha: str, size: int,
                 calling_ae: str, peer: str, received_at: float) -> StoredInstance:
         conn = self._conn()
         row = conn.execute("SELECT path, sha256 FROM instances WHERE sop_uid=?", (header.sop_uid,)).fetchone()
+        existing: Path | None = None
+        old_sha = ""
+        if row is not None and (self.data_dir / row["path"]).is_file():
+            existing, old_sha = self.data_dir / row["path"], row["sha256"]
+        elif final.is_file():
+            # On disk but not indexed (index rebuilt or lost): never overwrite it blindly.
+            existing, old_sha = final, _sha256_file(final)
         outcome = "stored"
-        if row is not None:
-            existing = self.data_dir / row["path"]
-            if row["sha256"] == sha and existing.is_file():
+        if existing is not None:
+            if old_sha == sha:
+                if row is None or existing != final:
+                    self._index(conn, header, existing, sha, size, calling_ae, peer, received_at)
                 return StoredInstance(header, existing, "duplicate")
-            if existing.is_file():
-                outcome = "replaced"
-                keep = self.superseded_dir / f"{header.sop_uid}.{int(received_at * 1000)}.{row['sha256'][:12]}.dcm"
-                os.replace(existing, keep)
-                _fsync_dir(self.superseded_dir)
-                conn.execute(
-                    "INSERT INTO replacements(sop_uid, old_sha256, new_sha256, superseded_path, replaced_at, calling_ae)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (header.sop_uid, row["sha256"], sha, str(keep.relative_to(self.data_dir)), received_at, calling_ae),
-                )
-                log.warning("instance %s replaced by different bytes from %s; old version kept in %s",
-                            header.sop_uid, calling_ae or "?", keep.name)
-        final.parent.mkdir(parents=True, exist_ok=True)
+            outcome = "replaced"
+            keep = self.superseded_dir / f"{header.sop_uid}.{int(received_at * 1000)}.{old_sha[:12]}.dcm"
+            # Hard-link first so a crash at any point leaves the old version at one of its names.
+            try:
+                os.link(existing, keep)
+            except OSError:
+                shutil.copy2(existing, keep)
+            _fsync_dir(self.superseded_dir)
+            conn.execute(
+                "INSERT INTO replacements(sop_uid, old_sha256, new_sha256, superseded_path, replaced_at, calling_ae)"
+                " VALUES (?,?,?,?,?,?)",
+                (header.sop_uid, old_sha, sha, str(keep.relative_to(self.data_dir)), received_at, calling_ae),
+            )
+            log.warning("instance %s replaced by different bytes from %s; old version kept in %s",
+                        header.sop_uid, calling_ae or "?", keep.name)
+        if not final.parent.is_dir():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(final.parent.parent)
+            _fsync_dir(self.studies_dir)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        if existing is not None and existing != final:
+            # Same SOP Instance UID re-sent under another study/series: the old name is superseded.
+            existing.unlink(missing_ok=True)
         self._index(conn, header, final, sha, size, calling_ae, peer, received_at)
         return StoredInstance(header, final, outcome)
 
@@ -447,6 +542,8 @@ class StudyStore:
                        instance_number, path, size, sha256, received_at, calling_ae, peer)
                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
                    ON CONFLICT(sop_uid) DO UPDATE SET path=excluded.path, size=excluded.size,
+                       series_uid=excluded.series_uid, study_uid=excluded.study_uid,
+                       sop_class_uid=excluded.sop_class_uid, instance_number=excluded.instance_number,
                        sha256=excluded.sha256, received_at=excluded.received_at,
                        transfer_syntax=excluded.transfer_syntax, calling_ae=excluded.calling_ae, peer=excluded.peer""",
                 (h.sop_uid, h.series_uid, h.study_uid, h.sop_class_uid, h.transfer_syntax, h.instance_number,
@@ -658,6 +755,33 @@ class StudyStore:
                 count += 1
             conn.execute("DELETE FROM series WHERE series_uid NOT IN (SELECT series_uid FROM instances)")
             conn.execute("DELETE FROM studies WHERE study_uid NOT IN (SELECT study_uid FROM instances)")
+            return count
+
+    def adopt_unindexed(self) -> int:
+        """Index instance files that are on disk but not in the index (a power cut after the
+        file was fsynced but before the index reached disk). Cheaper than ``reindex``: the
+        existing rows, with their sending AE and arrival times, are kept."""
+        with self._write_lock:
+            conn = self._conn()
+            known = {r["path"] for r in conn.execute("SELECT path FROM instances")}
+            count = 0
+            for path in self.iter_instance_files():
+                rel = str(path.relative_to(self.data_dir))
+                if rel in known:
+                    continue
+                try:
+                    header = read_header(path)
+                except InvalidDataset as exc:
+                    log.error("%s is not a readable instance (%s); left in place", path, exc)
+                    continue
+                if path != self.instance_path(header):
+                    log.error("%s does not match its UIDs; left in place", path)
+                    continue
+                st = path.stat()
+                self._index(conn, header, path, _sha256_file(path), st.st_size, "", "", st.st_mtime)
+                count += 1
+            if count:
+                log.warning("indexed %d instance file(s) the index did not know about", count)
             return count
 
     def verify(self) -> list[str]:

@@ -1,0 +1,112 @@
+"""Composition root: builds the store, event hub, readiness tracker, DICOM node and the
+analysis pipeline, and runs them headless until SIGTERM/SIGINT.
+
+Nothing else in the project builds these objects, so there is exactly one of each per
+process and no module-level state.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from app.config import Config
+from app.events import EventHub, NodeStatus, SeriesReady
+from app.readiness import SeriesReadinessTracker
+from app.store import StoredInstance, StudyStore
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """FirstLook's headless core; the desktop UI builds one of these and subscribes to ``hub``."""
+
+    def __init__(self, config: Config, hub: EventHub | None = None) -> None:
+        from app.pipeline import Pipeline  # the pipeline pulls in OpenVINO; import it only here
+        from dicom_node.scp import StorageSCP
+
+        self.config = config
+        self.hub = hub or EventHub()
+        self.store = StudyStore(config.data_dir, min_free_bytes=config.min_free_mb << 20)
+        self.readiness = SeriesReadinessTracker(config.quiet_period_s, self._series_ready)
+        self.pipeline = Pipeline(config, self.store, self.hub)
+        self.scp = StorageSCP(config, self.store, self.hub, on_instance=self._instance_stored,
+                              on_association_end=self.readiness.association_ended)
+        self._started = False
+
+    # -- wiring --------------------------------------------------------------------------
+    def _instance_stored(self, stored: StoredInstance, association: Any) -> None:
+        h = stored.header
+        self.readiness.instance_arrived(h.study_uid, h.series_uid, association)
+
+    def _series_ready(self, event: SeriesReady) -> None:
+        """Series ready -> persistent job -> event -> pipeline; the job row survives a crash."""
+        self.store.mark_series_ready(event.series_uid)
+        self.store.enqueue_job(event.series_uid)
+        log.info("series %s of study %s ready (%s)", event.series_uid, event.study_uid, event.why)
+        self.hub.publish(event)
+        self.pipeline.submit(event.series_uid)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> bool:
+        """Start pipeline, readiness and node. Returns False (and publishes why) when the
+        node cannot listen, e.g. the port is in use; the store and pipeline still run."""
+        self.pipeline.start()  # re-queues jobs a crash left running
+        self.readiness.start()
+        self._started = True
+        try:
+            self.scp.start()
+        except OSError as exc:
+            message = f"cannot listen on {self.config.bind}:{self.config.port}: {exc.strerror or exc}"
+            log.error("DICOM node not started: %s", message)
+            self.hub.publish(NodeStatus(False, message))
+            return False
+        host, port = self.scp.address
+        self.hub.publish(NodeStatus(True, f"{self.config.ae_title} on {host}:{port}"))
+        return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Node first (finishes in-flight writes), then readiness (flushes pending series
+        to the persistent job queue), then the pipeline."""
+        if not self._started:
+            return
+        self._started = False
+        self.scp.stop(timeout)
+        self.hub.publish(NodeStatus(False, "stopped"))
+        self.readiness.stop(flush=True)
+        self.pipeline.stop(timeout)
+        self.store.close()
+
+
+def run_headless(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; logs go to stderr (configured by the CLI)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = Service(config)
+    stop = threading.Event()
+
+    def _signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; stopping after in-flight writes", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, _signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if not service.start():
+            service.stop()
+            return 1
+        log.info("FirstLook headless: data in %s; SIGTERM or Ctrl-C stops", config.data_dir)
+        while not stop.wait(1.0):
+            pass
+        started = time.monotonic()
+        service.stop()
+        log.info("stopped cleanly in %.1f s", time.monotonic() - started)
+        return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

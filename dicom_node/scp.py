@@ -1,0 +1,371 @@
+"""FirstLook's DICOM Storage SCP (pynetdicom).
+
+The receive path never decodes pixel data: the peer's encoded dataset is handed to
+``StudyStore.store_instance`` as it came off the wire (plus File Meta Information built
+from the negotiated presentation context), and Success is answered only after the store
+returned, i.e. after the bytes are fsynced under their final name and indexed.
+
+Status codes (PS3.4 C.4.2.3 leaves the 0xCxxx "cannot understand" range to the SCP):
+
+====== ===========================================================================
+0x0000 Success (stored, identical duplicate, or replacement of an earlier version)
+0xA700 Refused: Out of Resources (disk full, below the free-space watermark, write
+       error, node stopping)
+0xC210 Cannot understand: the dataset cannot be parsed
+0xC211 Cannot understand: Study, Series or SOP Instance UID missing
+0xC212 Cannot understand: a UID violates the DICOM UID grammar (e.g. path characters)
+0x0110 Processing failure: an unexpected error (logged with a traceback)
+====== ===========================================================================
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import socketserver
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Hashable
+
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from app.config import Config
+from app.events import EventHub, InstanceStored
+from app.store import BadUID, MissingUID, OutOfResources, StoredInstance, StudyStore, UnreadableDataset
+
+log = logging.getLogger(__name__)
+
+# Written into every stored file's File Meta Information (a UUID-derived 2.25 UID).
+IMPLEMENTATION_CLASS_UID = "2.25.223658096526933838911375802139257355250"
+IMPLEMENTATION_VERSION = "FIRSTLOOK_010"
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC210
+STATUS_MISSING_UID = 0xC211
+STATUS_BAD_UID = 0xC212
+STATUS_PROCESSING_FAILURE = 0x0110
+
+# Accepted as sent and stored without transcoding. Explicit VR Big Endian is retired but
+# old modalities still propose it; storing it costs nothing.
+TRANSFER_SYNTAXES: list[str] = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+
+# Biggest P-DATA-TF PDU we advertise. Bigger PDUs mean fewer Python-level PDU decodes per
+# instance; 1 MiB holds a whole 512x512 CT slice.
+DEFAULT_MAX_PDU = 1 << 20
+
+# How long an idle pynetdicom reactor sleeps between polls. The library default (1 ms) is
+# paid at least twice per C-STORE round trip, which dominates small-instance throughput.
+DEFAULT_POLL_S = 0.0002
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """What one C-STORE did, for logging and the readiness tracker."""
+
+    status: int
+    stored: StoredInstance | None
+    message: str
+
+
+class _Server(ThreadedAssociationServer):
+    """pynetdicom's threaded server plus a peer-IP allow-list and a 'stopping' gate,
+    both checked before any DICOM byte is read."""
+
+    node: "StorageSCP"
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+        return self.node._accept_connection(host)
+
+
+class StorageSCP:
+    """Storage SCP + Verification for every storage SOP class pynetdicom knows."""
+
+    def __init__(self, config: Config, store: StudyStore, hub: EventHub | None = None,
+                 on_instance: Callable[[StoredInstance, Hashable], None] | None = None,
+                 on_association_end: Callable[[Hashable, bool], None] | None = None,
+                 max_pdu: int = DEFAULT_MAX_PDU, poll_s: float = DEFAULT_POLL_S, chunked: bool = False) -> None:
+        """``chunked`` switches to pynetdicom's stream-to-temporary-file receive; it sets a
+        process-wide pynetdicom flag and measured slower (bench/bench_receive.py), so it exists
+        for comparison only."""
+        self.config = config
+        self.store = store
+        self.hub = hub
+        self._on_instance = on_instance
+        self._on_association_end = on_association_end
+        self._allow_ae = [a.strip() for a in config.allow_ae]
+        self._allow_ip = [ipaddress.ip_network(ip, strict=False) for ip in config.allow_ip]
+        self._poll_s = poll_s
+        self._chunked = chunked
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._inflight = 0
+        self._inflight_cond = threading.Condition()
+        self.ae = self._make_ae(max_pdu)
+
+    # -- set-up ---------------------------------------------------------------------
+    def _make_ae(self, max_pdu: int) -> AE:
+        ae = AE(ae_title=self.config.ae_title)
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        ae.maximum_associations = self.config.max_associations
+        ae.maximum_pdu_size = max_pdu
+        ae.require_calling_aet = list(self._allow_ae)  # empty: accept any (warned at start)
+        ae.require_called_aet = False  # many modalities are configured with a stale called AE
+        ae.network_timeout = 60
+        ae.acse_timeout = 30
+        ae.dimse_timeout = 60
+        return ae
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._server is None:
+            return self.config.bind, self.config.port
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> None:
+        """Bind and serve in a background thread; OSError (e.g. port in use) propagates."""
+        if self._server is not None:
+            return
+        if not self._allow_ae:
+            log.warning("NO CALLING-AE ALLOW-LIST: any DICOM peer that can reach %s:%d may store studies here; "
+                        "set allow_ae in the configuration or pass --allow-ae AET", self.config.bind, self.config.port)
+        if not self._allow_ip:
+            log.info("no peer-IP allow-list: connections from any address reaching %s are considered",
+                     self.config.bind)
+        handlers = [
+            (evt.EVT_CONN_OPEN, self._on_conn_open),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ABORTED, self._on_aborted),
+        ]
+        self._stopping = False
+        if self._chunked:
+            from pynetdicom import _config as pynetdicom_config
+
+            pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+        server = self.ae.make_server((self.config.bind, self.config.port), evt_handlers=handlers,
+                                     server_class=_Server)
+        server.node = self
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="dicom-scp-accept", daemon=True)
+        self._thread.start()
+        host, port = self.address
+        log.info("DICOM node %s listening on %s:%d (max %d associations)", self.config.ae_title, host, port,
+                 self.config.max_associations)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Refuse new work, let in-flight C-STOREs finish their write, then close everything."""
+        server = self._server
+        if server is None:
+            return
+        self._stopping = True
+        deadline = time.monotonic() + timeout
+        with self._inflight_cond:
+            while self._inflight and time.monotonic() < deadline:
+                self._inflight_cond.wait(max(0.0, deadline - time.monotonic()))
+            if self._inflight:
+                log.error("%d C-STORE write(s) still running after %.0f s; stopping anyway", self._inflight, timeout)
+        for assoc in list(server.active_associations):
+            assoc.abort()  # nothing un-acknowledged is lost: the sender still holds it and retries
+        socketserver.BaseServer.shutdown(server)  # ends serve_forever (the AE never registered it)
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        end = time.monotonic() + 5
+        while server.active_associations and time.monotonic() < end:
+            time.sleep(0.02)
+        self._server = None
+        self._thread = None
+        log.info("DICOM node %s stopped", self.config.ae_title)
+
+    # -- association policy -------------------------------------------------------------
+    def _accept_connection(self, host: str) -> bool:
+        if self._stopping:
+            log.info("connection from %s refused: node is stopping", host)
+            return False
+        if not self._allow_ip:
+            return True
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if any(addr in net for net in self._allow_ip):
+            return True
+        log.warning("connection from %s refused: address not in allow_ip", host)
+        return False
+
+    def _on_conn_open(self, event: evt.Event) -> None:
+        try:
+            event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            pass
+        event.assoc.dul._run_loop_delay = self._poll_s
+
+    @staticmethod
+    def _peer(event: evt.Event) -> str:
+        req = event.assoc.requestor
+        return f"{req.address}:{req.port}"
+
+    def _on_accepted(self, event: evt.Event) -> None:
+        log.info("association from %s (%s) accepted", event.assoc.requestor.ae_title, self._peer(event))
+
+    def _on_rejected(self, event: evt.Event) -> None:
+        # pynetdicom has already sent the A-ASSOCIATE-RJ; say why, with the peer address.
+        assoc = event.assoc
+        calling = str(assoc.requestor.ae_title).strip()
+        if self._allow_ae and calling not in self._allow_ae:
+            reason = "calling AE title not recognised (not in allow_ae)"
+        else:
+            reason = "local limit exceeded (max_associations)"
+        log.warning("association from calling AE %r at %s rejected: %s", calling, self._peer(event), reason)
+
+    def _on_released(self, event: evt.Event) -> None:
+        log.info("association from %s (%s) released", event.assoc.requestor.ae_title, self._peer(event))
+        if self._on_association_end is not None:
+            self._on_association_end(id(event.assoc), True)
+
+    def _on_aborted(self, event: evt.Event) -> None:
+        log.warning("association from %s (%s) aborted", event.assoc.requestor.ae_title, self._peer(event))
+        if self._on_association_end is not None:
+            self._on_association_end(id(event.assoc), False)
+
+    # -- services -------------------------------------------------------------------------
+    def _on_echo(self, event: evt.Event) -> int:
+        return STATUS_SUCCESS
+
+    def _on_store(self, event: evt.Event) -> int:
+        with self._inflight_cond:
+            if self._stopping:
+                return STATUS_OUT_OF_RESOURCES
+            self._inflight += 1
+        try:
+            outcome = self.receive(event)
+        finally:
+            with self._inflight_cond:
+                self._inflight -= 1
+                self._inflight_cond.notify_all()
+        if outcome.stored is not None:
+            h = outcome.stored.header
+            if self.hub is not None:
+                self.hub.publish(InstanceStored(h.study_uid, h.series_uid, h.sop_uid, outcome.stored.outcome))
+            if self._on_instance is not None:
+                self._on_instance(outcome.stored, id(event.assoc))
+        return outcome.status
+
+    def receive(self, event: evt.Event) -> StoreOutcome:
+        """Store the encoded dataset of one C-STORE and map the result to a DIMSE status."""
+        calling_ae = str(event.assoc.requestor.ae_title).strip()
+        peer = self._peer(event)
+        spooled: Path | None = None
+        try:
+            if self._chunked:
+                spooled = Path(event.dataset_path)
+                stored = self.store.store_instance(spooled, calling_ae=calling_ae, peer=peer)
+            else:
+                stored = self.store.store_instance(_part10_bytes(event, calling_ae), calling_ae=calling_ae, peer=peer)
+        except UnreadableDataset as exc:
+            return self._fail(STATUS_CANNOT_UNDERSTAND, exc, calling_ae, peer)
+        except MissingUID as exc:
+            return self._fail(STATUS_MISSING_UID, exc, calling_ae, peer)
+        except BadUID as exc:
+            return self._fail(STATUS_BAD_UID, exc, calling_ae, peer)
+        except OutOfResources as exc:
+            return self._fail(STATUS_OUT_OF_RESOURCES, exc, calling_ae, peer)
+        except Exception as exc:  # never Success, never a dead association thread
+            log.exception("unexpected error storing an instance from %s (%s)", calling_ae, peer)
+            return StoreOutcome(STATUS_PROCESSING_FAILURE, None, str(exc))
+        finally:
+            if spooled is not None:
+                spooled.unlink(missing_ok=True)
+        if stored.outcome != "stored":
+            log.info("%s instance %s from %s", stored.outcome, stored.header.sop_uid, calling_ae)
+        else:
+            log.debug("stored %s from %s", stored.header.sop_uid, calling_ae)
+        return StoreOutcome(STATUS_SUCCESS, stored, stored.outcome)
+
+    @staticmethod
+    def _fail(status: int, exc: Exception, calling_ae: str, peer: str) -> StoreOutcome:
+        log.warning("C-STORE from %s (%s) failed with 0x%04X: %s", calling_ae, peer, status, exc)
+        return StoreOutcome(status, None, str(exc))
+
+
+def _element(group_elem: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit VR little endian element of group 0002."""
+    if len(value) % 2:
+        value += b"\x00" if vr in (b"UI", b"OB") else b" "
+    tag = struct.pack("<HH", group_elem >> 16, group_elem & 0xFFFF)
+    if vr == b"OB":
+        return tag + vr + b"\x00\x00" + struct.pack("<I", len(value)) + value
+    return tag + vr + struct.pack("<H", len(value)) + value
+
+
+def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, calling_ae: str) -> bytes:
+    """Preamble, prefix and File Meta Information (PS3.10 7.1), encoded by hand: pydicom's
+    writer cost ~0.8 ms per instance for these seven elements."""
+    def ascii_(text: str) -> bytes:
+        return text.encode("ascii", "replace")
+
+    body = b"".join([
+        _element(0x00020001, b"OB", b"\x00\x01"),
+        _element(0x00020002, b"UI", ascii_(sop_class_uid)),
+        _element(0x00020003, b"UI", ascii_(sop_instance_uid)),
+        _element(0x00020010, b"UI", ascii_(transfer_syntax)),
+        _element(0x00020012, b"UI", ascii_(IMPLEMENTATION_CLASS_UID)),
+        _element(0x00020013, b"SH", ascii_(IMPLEMENTATION_VERSION)),
+        *([_element(0x00020016, b"AE", ascii_(calling_ae[:16]))] if calling_ae else []),
+    ])
+    group_length = _element(0x00020000, b"UL", struct.pack("<I", len(body)))
+    return b"\x00" * 128 + b"DICM" + group_length + body
+
+
+def _part10_bytes(event: evt.Event, calling_ae: str) -> bytes:
+    """File Meta (from the C-STORE command and negotiated context) + the dataset as received."""
+    request = event.request
+    meta = file_meta_bytes(str(request.AffectedSOPClassUID or ""), str(request.AffectedSOPInstanceUID or ""),
+                           str(event.context.transfer_syntax), calling_ae)
+    return meta + request.DataSet.getbuffer()
