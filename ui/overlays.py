@@ -63,8 +63,10 @@ def blend_cam(rgb: np.ndarray, cam: np.ndarray, opacity: float) -> np.ndarray:
     """Heatmap over the image; cam is uint8 0..255 at image size."""
     if cam.shape != rgb.shape[:2]:
         raise ValueError(f"heatmap {cam.shape} does not match the image {rgb.shape[:2]}")
-    weight = cam.astype(np.float32) * (1.0 / 255.0)
-    alpha = np.where(weight >= CAM_FLOOR, weight, 0.0).astype(np.float32) * np.float32(max(0.0, min(1.0, opacity)))
+    # Alpha ramps from 0 at the floor to the slider's opacity at the peak: weak activations fade out.
+    weight = cam.astype(np.float32) * np.float32(1.0 / 255.0)
+    alpha = np.clip((weight - np.float32(CAM_FLOOR)) * np.float32(1.0 / (1.0 - CAM_FLOOR)), 0.0, 1.0)
+    alpha *= np.float32(max(0.0, min(1.0, opacity)))
     colour = CAM_COLORMAP[cam].astype(np.float32)
     out = rgb.astype(np.float32)
     out += (colour - out) * alpha[:, :, None]

@@ -578,9 +578,11 @@ class ViewerWidget(QWidget):
         top_left = "\n".join(x for x in (
             format_patient_name(study.patient_name) if study else "", study.patient_id if study else "",
             f"{attrs.get('Modality', '')} {attrs.get('SeriesDescription', '')}".strip()) if x)
-        top_right = "AI: " + (opened.result.summary if opened.result and opened.result.summary else "no finding")
-        if opened.result is None:
-            top_right = ""
+        top_right = ""
+        if opened.result is not None:
+            # The banner already says "not validated"; the corner keeps to the findings.
+            text = opened.result.summary.split("not for diagnosis: ", 1)[-1] or opened.result.status
+            top_right = "AI: " + (text if len(text) <= 60 else text[:59] + "…")
         c, w = self.window
         self.canvas.set_corners(top_left=top_left, top_right=top_right, bottom_left=self.slice_label.text(),
                                 bottom_right=f"W {w:.0f}  L {c:.0f}  ×{self.canvas.zoom:.2f}")
