@@ -89,3 +89,46 @@ def test_study_sent_over_loopback_appears_and_is_analysed(qtbot, tmp_path: Path,
         window.shutdown()
         controller.stop_and_wait()
     assert controller.service is None
+
+
+def test_run_desktop_shows_the_window_before_the_service_and_stops_it_on_close(qtbot, tmp_path: Path,
+                                                                                packs_dir: Path):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from ui.main import run_desktop
+
+    port = free_port()
+    config = replace(Config(), data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", packs_dir=packs_dir,
+                     port=port)
+    seen: dict[str, object] = {}
+    services: list[Service] = []
+
+    def factory(cfg: Config) -> Service:
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
+        seen["window_visible_before_service"] = bool(windows) and windows[0].isVisible()
+        services.append(Service(cfg))
+        return services[-1]
+
+    def check_then_close() -> None:
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        if windows and f":{port}" in windows[0].status.node_label.text():
+            seen["listening"] = windows[0].status.node_label.text()
+            windows[0].close()
+        elif time.monotonic() - started < 30:
+            QTimer.singleShot(50, check_then_close)
+        else:
+            for w in windows:
+                w.close()
+
+    started = time.monotonic()
+    QTimer.singleShot(50, check_then_close)
+    assert run_desktop(config, tmp_path / "firstlook.toml", service_factory=factory) == 0
+    assert seen.get("window_visible_before_service") is True
+    assert "FIRSTLOOK" in str(seen.get("listening"))
+    # Stopped on close: the port is free again.
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))

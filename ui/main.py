@@ -40,7 +40,8 @@ def wire(window: MainWindow, controller: ServiceController) -> None:
             window.detach_backend()
             controller.restart(config)
 
-    controller.created.connect(created, Qt.ConnectionType.QueuedConnection)
+    # Direct (same thread): the window must subscribe before start() publishes NodeStatus.
+    controller.created.connect(created, Qt.ConnectionType.DirectConnection)
     controller.failed.connect(failed, Qt.ConnectionType.QueuedConnection)
     window.settings_saved.connect(saved)
 

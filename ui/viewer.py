@@ -296,7 +296,7 @@ class ViewerWidget(QWidget):
         if self._opened is None or self._store is None:
             return
         keep_index, keep_window = self.index, self.window
-        series_uid = self._opened.series.series_uid
+        study_uid, series_uid = self._opened.series.study_uid, self._opened.series.series_uid
         self._generation += 1
         generation = self._generation
         store = self._store
@@ -304,8 +304,8 @@ class ViewerWidget(QWidget):
         def done(opened: OpenedSeries) -> None:
             self._show_opened(generation, opened, keep=(keep_index, keep_window))
 
-        self._tasks.submit(lambda: prepare_series(store, self._opened.series.study_uid if self._opened else "",
-                                                  series_uid), done, lambda exc: self._open_failed(generation, exc))
+        self._tasks.submit(lambda: prepare_series(store, study_uid, series_uid), done,
+                           lambda exc: self._open_failed(generation, exc))
 
     def _open_failed(self, generation: int, exc: BaseException) -> None:
         if generation != self._generation:
