@@ -314,7 +314,7 @@ def test_stop_finishes_in_flight_writes_and_loses_nothing_acknowledged(data_dir:
     files = [write(make_ct_slice(np.full((512, 512), i, np.int16), (0, 0, float(i)), instance=i), tmp_path)
              for i in range(40)]
     statuses: list[int] = []
-    sender = threading.Thread(target=lambda: statuses.extend(send_files("127.0.0.1", n.port, n.ae, files)))
+    sender = threading.Thread(target=lambda: statuses.extend(send_files("127.0.0.1", n.port, n.ae, files, timeout=5)))
     sender.start()
     assert n.wait_for(lambda: len(n.store.instance_rows()) >= 5, 20)
     n.scp.stop(timeout=10)
