@@ -8,6 +8,7 @@ process and no module-level state.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -56,6 +57,13 @@ class Service:
     def start(self) -> bool:
         """Start pipeline, readiness and node. Returns False (and publishes why) when the
         node cannot listen, e.g. the port is in use; the store and pipeline still run."""
+        self._running_marker = self.config.data_dir / "service.running"
+        if self._running_marker.exists():
+            # The last run did not stop cleanly: index rows committed just before a power cut
+            # may be missing while their fsynced files are there. Adopt them.
+            log.warning("the last run did not stop cleanly; checking the stored files against the index")
+            self.store.adopt_unindexed()
+        self._running_marker.write_text(f"{os.getpid()}\n")
         self.pipeline.start()  # re-queues jobs a crash left running
         self.readiness.start()
         self._started = True
@@ -81,6 +89,7 @@ class Service:
         self.readiness.stop(flush=True)
         self.pipeline.stop(timeout)
         self.store.close()
+        self._running_marker.unlink(missing_ok=True)
 
 
 def run_headless(config: Config) -> int:
