@@ -70,7 +70,7 @@ def test_study_sent_over_loopback_appears_and_is_analysed(qtbot, tmp_path: Path,
         assert not window.status.progress.isVisible()
         # Opening it shows the radiograph, and the heatmap when the model produced one.
         window.open_study(row.study_uid)
-        qtbot.waitUntil(lambda: window.viewer.rendered is not None, timeout=10000)
+        qtbot.waitUntil(lambda: window.viewer.rendered is not None and window.viewer.overlays_ready, timeout=10000)
         if row.priority not in ("not_analysed", "failed"):
             assert window.viewer.opened.cam is not None
 

@@ -47,7 +47,7 @@ def viewer(qtbot):
 def open_and_wait(qtbot, viewer: ViewerWidget, store: StudyStore, stored: ui_data.Stored) -> None:
     viewer.open_study(store, stored.study_uid, stored.series_uid)
     qtbot.waitUntil(lambda: viewer.opened is not None and viewer.opened.series.series_uid == stored.series_uid
-                    and viewer.rendered is not None, timeout=10000)
+                    and viewer.overlays_ready and viewer.rendered is not None, timeout=10000)
 
 
 def drag(qtbot, widget, start: QPoint, end: QPoint, button=Qt.MouseButton.LeftButton) -> None:

@@ -198,3 +198,43 @@ def test_not_validated_rows_are_marked(qtbot, store, pngs, tmp_path):
     fg = window.proxy.index(window.proxy.row_of(s["critical"].study_uid), COL_SUMMARY).data(
         Qt.ItemDataRole.ForegroundRole)
     assert fg is not None and fg.color().red() > 150
+
+
+def test_model_keeps_order_through_random_updates_and_sorts(qtbot):
+    """Rows inserted/moved one at a time must always equal a full sort (any column, any order),
+    and the proxy must show the same order with the selection following its study."""
+    import random
+
+    from app.worklist import WorklistRow
+    from ui.worklist_model import WorklistModel, WorklistProxy
+
+    rng = random.Random(4)
+    priorities = ["critical", "urgent", "analysing", "new", "routine", "not_analysed", "failed"]
+
+    def row(i: int) -> WorklistRow:
+        return WorklistRow(study_uid=f"1.2.3.{i}", patient_name=f"P^{rng.randint(0, 50)}", patient_id=str(i),
+                           study_date="20260101", study_time=f"{rng.randint(0, 235959):06d}", modalities="DX",
+                           description="", priority=rng.choice(priorities), validated=None, summary="",
+                           arrival=float(rng.randint(0, 1000)), result_at=None,
+                           arrival_to_result_s=rng.choice([None, float(rng.randint(1, 99))]), status="ready",
+                           n_series=1, n_instances=1)
+
+    model = WorklistModel()
+    proxy = WorklistProxy()
+    proxy.setSourceModel(model)
+    model.set_rows([row(i) for i in range(50)])
+    tracked = proxy.index(proxy.row_of("1.2.3.7"), 0)
+    from PySide6.QtCore import QPersistentModelIndex
+
+    keep = QPersistentModelIndex(tracked)
+    for col, order in [(0, Qt.SortOrder.AscendingOrder), (1, Qt.SortOrder.DescendingOrder),
+                       (7, Qt.SortOrder.AscendingOrder), (0, Qt.SortOrder.AscendingOrder)]:
+        proxy.sort(col, order)
+        for _ in range(60):
+            model.upsert_rows([row(rng.randint(0, 70))])
+            rows = [model.row_at(i) for i in range(model.rowCount())]
+            keys = [WorklistModel.sort_value(r, col) for r in rows]
+            assert keys == sorted(keys, reverse=order == Qt.SortOrder.DescendingOrder)
+            assert all(model.index_of(r.study_uid) == i for i, r in enumerate(rows))
+            assert [proxy.study_uid_at(i) for i in range(proxy.rowCount())] == [r.study_uid for r in rows]
+            assert keep.isValid() and keep.data(UID_ROLE) == "1.2.3.7"

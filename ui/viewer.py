@@ -1,9 +1,9 @@
 """The viewer: one series at a time, with window/level, zoom/pan, slice scrolling and the
 model's evidence (CheXNet heatmap or BLAST-CT classes) one keystroke away.
 
-Opening reads headers and overlays on a background thread; pixels arrive slice by slice
-from ``SeriesPixels``, the wanted slice first, so the first image shows without waiting for
-the whole series.
+Opening reads headers on a background thread, then the overlay file; pixels arrive slice
+by slice from ``SeriesPixels``, the wanted slice first, so the first image shows without
+waiting for the whole series or for the AI evidence.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class OpenedSeries:
 
 
 def prepare_series(store: StudyStore, study_uid: str, series_uid: str | None) -> OpenedSeries:
-    """Blocking: runs on the viewer's task thread."""
+    """Blocking, on the viewer's task thread: headers and the result record, no overlay yet
+    (a 300-slice label volume takes longer to inflate than the first image takes to show)."""
     started = time.perf_counter()
     all_series = store.list_series(study_uid)
     if not all_series:
@@ -87,25 +88,37 @@ def prepare_series(store: StudyStore, study_uid: str, series_uid: str | None) ->
         series = next((s for s in all_series if (r := results.get(s.series_uid)) and r.status == "done"),
                       all_series[0])
     geometry = read_series_geometry(store.series_files(series.series_uid))
-    result = results.get(series.series_uid)
-    opened = OpenedSeries(study=store.get_study(study_uid), series=series, all_series=all_series, results=results,
-                          geometry=geometry, result=result, started=started)
-    if result is not None and result.overlay_path:
-        path = store.abs_path(result.overlay_path)
-        try:
-            if Path(result.overlay_path).name == "labels.npz":
-                opened.labels = load_label_overlay(path, [s.sop_uid for s in geometry.slices])
+    return OpenedSeries(study=store.get_study(study_uid), series=series, all_series=all_series, results=results,
+                        geometry=geometry, result=results.get(series.series_uid), started=started)
+
+
+@dataclass
+class LoadedOverlays:
+    cam: CamOverlay | None = None
+    labels: LabelOverlay | None = None
+    note: str = ""
+
+
+def load_overlays(store: StudyStore, result: AnalysisResult, geometry: SeriesGeometry) -> LoadedOverlays:
+    """Blocking, on the task thread: the result's overlay file, mapped onto the displayed slices."""
+    out = LoadedOverlays()
+    if not result.overlay_path:
+        return out
+    path = store.abs_path(result.overlay_path)
+    try:
+        if Path(result.overlay_path).name == "labels.npz":
+            out.labels = load_label_overlay(path, [s.sop_uid for s in geometry.slices])
+        else:
+            cam = load_cam_overlay(path)
+            if cam.cam.shape[1:] != (geometry.rows, geometry.cols):
+                out.note = (f"heatmap size {cam.cam.shape[1:]} does not match the image "
+                            f"{(geometry.rows, geometry.cols)}; not shown")
             else:
-                cam = load_cam_overlay(path)
-                if cam.cam.shape[1:] != (geometry.rows, geometry.cols):
-                    opened.overlay_note = (f"heatmap size {cam.cam.shape[1:]} does not match the image "
-                                           f"{(geometry.rows, geometry.cols)}; not shown")
-                else:
-                    opened.cam = cam
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("overlay %s unreadable: %s", path, exc)
-            opened.overlay_note = f"overlay could not be read: {exc}"
-    return opened
+                out.cam = cam
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("overlay %s unreadable: %s", path, exc)
+        out.note = f"overlay could not be read: {exc}"
+    return out
 
 
 class ViewerWidget(QWidget):
@@ -127,6 +140,8 @@ class ViewerWidget(QWidget):
         self.window: tuple[float, float] = (40.0, 80.0)
         self._invert = False
         self._auto_window_pending = False
+        self._start_index = 0
+        self.overlays_ready = False
         self.rendered: np.ndarray | None = None  # the last composed frame, before screen scaling
         self._slice_loaded.connect(self._on_slice_loaded, Qt.ConnectionType.QueuedConnection)
         self._build()
@@ -326,13 +341,11 @@ class ViewerWidget(QWidget):
         self._auto_window_pending = geometry.default_window is None
         self.window = geometry.default_window or (0.0, 1.0)
         start = 0
-        if opened.labels is not None:
-            start = opened.labels.max_slice() or 0
         if keep is not None:
             start = min(keep[0], geometry.n_slices - 1)
             self.window = keep[1]
             self._auto_window_pending = False
-        self.index = start
+        self.index = self._start_index = start
         pixels = SeriesPixels(geometry, lambda i, g=generation: self._slice_loaded.emit(g, i))
         self._pixels = pixels
         pixels.start(start)
@@ -344,15 +357,7 @@ class ViewerWidget(QWidget):
         not_validated = validated_result and result is not None and not result.validated
         self.banner.setVisible(not_validated)
         self.canvas.set_banner(f"⚠ {NOT_VALIDATED_TEXT.upper()} ⚠" if not_validated else "")
-        reason = ""
-        if result is not None and result.status == "failed":
-            reason = f"Analysis failed: {result.reason or 'no reason given'}. The images are shown without AI findings."
-        elif result is not None and result.status == "not_analysed":
-            reason = f"Not analysed: {result.reason or 'no reason given'}. The images are shown without AI findings."
-        if opened.overlay_note:
-            reason = (reason + " " if reason else "") + opened.overlay_note
-        self.reason.setText(reason)
-        self.reason.setVisible(bool(reason))
+        self._show_reason()
         self.findings.show_findings(result, opened.series, geometry, opened.overlay_note)
         self.slice_slider.blockSignals(True)
         self.slice_slider.setRange(0, max(0, geometry.n_slices - 1))
@@ -363,6 +368,41 @@ class ViewerWidget(QWidget):
             self.canvas.fit()
         self._update_controls()
         self._render()
+        self.overlays_ready = result is None or not result.overlay_path
+        if result is not None and result.overlay_path and self._store is not None:
+            store = self._store
+            self._tasks.submit(lambda: load_overlays(store, result, geometry),
+                               lambda loaded: self._overlays_loaded(generation, loaded, jump=keep is None),
+                               lambda exc: self._open_failed(generation, exc))
+
+    def _overlays_loaded(self, generation: int, loaded: LoadedOverlays, jump: bool) -> None:
+        opened = self._opened
+        if generation != self._generation or opened is None:
+            return
+        opened.cam, opened.labels, opened.overlay_note = loaded.cam, loaded.labels, loaded.note
+        self.overlays_ready = True
+        self._fill_findings_combo()
+        self._update_controls()
+        self._show_reason()
+        if loaded.note:
+            self.findings.show_findings(opened.result, opened.series, opened.geometry, loaded.note)
+        target = loaded.labels.max_slice() if loaded.labels is not None else None
+        if jump and target is not None and self.index == self._start_index:
+            self.set_slice(target)  # straight to the evidence, unless the reader has moved on
+        self._render()
+
+    def _show_reason(self) -> None:
+        opened = self._opened
+        result = opened.result if opened else None
+        reason = ""
+        if result is not None and result.status == "failed":
+            reason = f"Analysis failed: {result.reason or 'no reason given'}. The images are shown without AI findings."
+        elif result is not None and result.status == "not_analysed":
+            reason = f"Not analysed: {result.reason or 'no reason given'}. The images are shown without AI findings."
+        if opened is not None and opened.overlay_note:
+            reason = (reason + " " if reason else "") + opened.overlay_note
+        self.reason.setText(reason)
+        self.reason.setVisible(bool(reason))
 
     def _stop_pixels(self) -> None:
         if self._pixels is not None:

@@ -1,9 +1,10 @@
-"""Worklist as Qt model/view: rows in arrival order in the source model; order and filters
-live in the proxy, so a row whose priority changes moves by itself (dynamic sort).
+"""Worklist as Qt model/view: the source model keeps rows in display order (worklist order by
+default: priority, then arrival) and moves a row when its priority changes; the proxy filters.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,6 @@ from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 from app.worklist import RANK, WorklistRow
 
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1
-SORT_ROLE = Qt.ItemDataRole.UserRole + 2
 UID_ROLE = Qt.ItemDataRole.UserRole + 3
 
 Index = QModelIndex | QPersistentModelIndex
@@ -69,13 +69,33 @@ def summary_text(row: WorklistRow) -> str:
     return text
 
 
+class _Descending:
+    """Wraps a sort key so that bisect/sorted order it high-to-low."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __lt__(self, other: "_Descending") -> bool:
+        return other.key < self.key
+
+
 class WorklistModel(QAbstractTableModel):
-    """One row per study; rows are only ever replaced in place or appended."""
+    """One row per study, kept in display order by the model itself.
+
+    Sorting 10,000 rows in a QSortFilterProxyModel calls back into Python for every
+    comparison (over a second); here one ``sorted()`` does it in milliseconds, and a row
+    whose priority changes is moved to its new place with ``beginMoveRows``. The proxy
+    on top only filters.
+    """
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._rows: list[WorklistRow] = []
         self._where: dict[str, int] = {}
+        self._sort_column = COL_PRIORITY
+        self._sort_order = Qt.SortOrder.AscendingOrder
         self._bold = QFont()
         self._bold.setBold(True)
 
@@ -98,6 +118,13 @@ class WorklistModel(QAbstractTableModel):
         i = self._where.get(study_uid)
         return self._rows[i] if i is not None else None
 
+    def index_of(self, study_uid: str) -> int | None:
+        return self._where.get(study_uid)
+
+    @property
+    def sort_column(self) -> int:
+        return self._sort_column
+
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
@@ -105,8 +132,6 @@ class WorklistModel(QAbstractTableModel):
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(r, col)
-        if role == SORT_ROLE:
-            return self._sort_value(r, col)
         if role == ROW_ROLE:
             return r
         if role == UID_ROLE:
@@ -152,39 +177,72 @@ class WorklistModel(QAbstractTableModel):
         return ""
 
     @staticmethod
-    def _sort_value(r: WorklistRow, col: int) -> Any:
+    def sort_value(r: WorklistRow, col: int) -> tuple[Any, ...]:
+        """Column value, then the worklist order (rank, arrival) so ties stay triage-ordered."""
+        base = (RANK.get(r.priority, 3), r.arrival, r.study_uid)
         if col == COL_PRIORITY:
-            # The worklist order as one double, so the proxy sorts in C++: rank, then arrival.
-            return float(RANK.get(r.priority, 3)) * 1e11 + float(r.arrival)
+            return base
         if col == COL_WHEN:
-            return f"{r.study_date}{r.study_time}"
+            return (f"{r.study_date}{r.study_time}", *base)
         if col == COL_TURNAROUND:
-            return r.arrival_to_result_s if r.arrival_to_result_s is not None else 1e18
-        return WorklistModel._display(r, col).casefold()
+            return (r.arrival_to_result_s if r.arrival_to_result_s is not None else float("inf"), *base)
+        return (WorklistModel._display(r, col).casefold(), *base)
+
+    def _key(self, r: WorklistRow) -> Any:
+        key = self.sort_value(r, self._sort_column)
+        return _Descending(key) if self._sort_order == Qt.SortOrder.DescendingOrder else key
+
+    def _reindex(self, start: int = 0, stop: int | None = None) -> None:
+        rows = self._rows
+        for i in range(start, len(rows) if stop is None else stop):
+            self._where[rows[i].study_uid] = i
+
+    # -- ordering ------------------------------------------------------------------------
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        self.layoutAboutToBeChanged.emit()
+        old_uids = [r.study_uid for r in self._rows]
+        self._sort_column, self._sort_order = column, order
+        self._rows.sort(key=self._key)
+        self._where = {}
+        self._reindex()
+        persistent = self.persistentIndexList()
+        if persistent:
+            moved = [self.index(self._where[old_uids[p.row()]], p.column()) for p in persistent]
+            self.changePersistentIndexList(persistent, moved)
+        self.layoutChanged.emit()
 
     # -- updates (GUI thread) ------------------------------------------------------------
     def set_rows(self, rows: list[WorklistRow]) -> None:
         self.beginResetModel()
-        self._rows = list(rows)
-        self._where = {r.study_uid: i for i, r in enumerate(self._rows)}
+        self._rows = sorted(rows, key=self._key)
+        self._where = {}
+        self._reindex()
         self.endResetModel()
 
     def upsert_rows(self, rows: list[WorklistRow]) -> None:
-        new = []
+        """Replace or insert each row at its sorted place; moved rows keep their selection."""
         for row in rows:
-            i = self._where.get(row.study_uid)
-            if i is None:
-                new.append(row)
-            else:
-                self._rows[i] = row
-                self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
-        if new:
-            first = len(self._rows)
-            self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
-            for row in new:
-                self._where[row.study_uid] = len(self._rows)
-                self._rows.append(row)
-            self.endInsertRows()
+            old = self._where.get(row.study_uid)
+            if old is None:
+                at = bisect.bisect_right(self._rows, self._key(row), key=self._key)
+                self.beginInsertRows(QModelIndex(), at, at)
+                self._rows.insert(at, row)
+                self._reindex(at)
+                self.endInsertRows()
+                continue
+            del self._rows[old]
+            at = bisect.bisect_right(self._rows, self._key(row), key=self._key)
+            self._rows.insert(old, row)  # back in place until Qt has been told about the move
+            if at != old:
+                dest = at if at < old else at + 1  # Qt counts the destination before removal
+                if self.beginMoveRows(QModelIndex(), old, old, QModelIndex(), dest):
+                    self._rows.pop(old)
+                    self._rows.insert(at, row)
+                    lo, hi = min(old, at), max(old, at) + 1
+                    self._reindex(lo, hi)
+                    self.endMoveRows()
+                    old = at
+            self.dataChanged.emit(self.index(old, 0), self.index(old, len(COLUMNS) - 1))
 
 
 STATUS_FILTERS: dict[str, set[str] | None] = {
@@ -218,14 +276,18 @@ class WorklistFilter:
 
 
 class WorklistProxy(QSortFilterProxyModel):
-    """Sorted by the priority column (worklist order) unless the user clicks another header."""
+    """Filters only; order comes from the source model (worklist order unless a header is clicked)."""
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.filter = WorklistFilter()
-        self.setSortRole(SORT_ROLE)
         self.setDynamicSortFilter(True)
-        self.sort(COL_PRIORITY, Qt.SortOrder.AscendingOrder)
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Header clicks sort the source model (fast); the proxy keeps source order."""
+        model = self.sourceModel()
+        if isinstance(model, WorklistModel):
+            model.sort(column, order)
 
     def set_filter(self, statuses: set[str] | None = None, priorities: set[str] | None = None,
                    text: str | None = None) -> None:
@@ -253,7 +315,7 @@ class WorklistProxy(QSortFilterProxyModel):
         model = self.sourceModel()
         if not isinstance(model, WorklistModel):
             return None
-        i = model._where.get(study_uid)
+        i = model.index_of(study_uid)
         if i is None:
             return None
         proxy = self.mapFromSource(model.index(i, 0))
