@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 PACK_NAME = "chexnet"
 PACK_VERSION = "1.0.0"
-BUILDER_REVISION = 1  # bump when the build recipe changes, so old packs are rebuilt
+BUILDER_REVISION = 2  # bump when the build recipe changes, so old packs are rebuilt
 
 # Order used by arnoweng/CheXNet and the ChestX-ray14 label files (see shared README).
 LABELS: tuple[str, ...] = (
@@ -268,6 +268,75 @@ def check_fidelity_gate(mean_abs_dp: float, max_abs_dp: float, images: int) -> N
         )
 
 
+def _int8_fidelity(
+    core: ov.Core, ov_int8: ov.Model, inputs: list[np.ndarray], p32: np.ndarray, f32: np.ndarray, weights: np.ndarray
+) -> dict[str, Any]:
+    """INT8 vs FP32 figures, as INT8 runs in the app (default CPU precision, bf16 where the
+    CPU has it) and at f32 precision; the gate reads the worse of the two."""
+    runs: dict[str, dict[str, float]] = {}
+    for label, hint in (("default", None), ("f32", "f32")):
+        p8, f8 = _run_all(_compile(core, ov_int8, hint), inputs)
+        delta = np.abs(p8 - p32)
+        cos = np.sum(f8 * f32, axis=(1, 2, 3)) / (
+            np.linalg.norm(f8.reshape(len(f8), -1), axis=1) * np.linalg.norm(f32.reshape(len(f32), -1), axis=1) + 1e-12
+        )
+        runs[label] = {
+            "mean_abs_dp": float(delta.mean()),
+            "max_abs_dp": float(delta.max()),
+            "features_cosine_min": float(cos.min()),
+            "cam_peak_agreement": _cam_peak_agreement(f8, f32, weights),
+        }
+    return {
+        "images": len(inputs),
+        "reference": "OpenVINO FP32 IR on CPU at f32 inference precision",
+        "mean_abs_dp": max(r["mean_abs_dp"] for r in runs.values()),
+        "max_abs_dp": max(r["max_abs_dp"] for r in runs.values()),
+        "gate": {"mean_abs_dp": GATE_MEAN_ABS, "max_abs_dp": GATE_MAX_ABS},
+        "int8_cpu_default_precision": runs["default"],
+        "int8_cpu_f32_precision": runs["f32"],
+    }
+
+
+def _quantisation_recipes() -> list[tuple[str, dict[str, Any]]]:
+    """Tried in order until one passes the gate: plain PTQ first, then a gentler one
+    (asymmetric activations, classifier head left in FP32) for models that need it."""
+    return [
+        ("preset performance", {"preset": nncf.QuantizationPreset.PERFORMANCE}),
+        (
+            "preset mixed, classifier MatMul kept in FP32",
+            {"preset": nncf.QuantizationPreset.MIXED, "ignored_scope": nncf.IgnoredScope(types=["MatMul"])},
+        ),
+    ]
+
+
+def _quantise_with_gate(
+    core: ov.Core, ov_fp32: ov.Model, inputs: list[np.ndarray], p32: np.ndarray, f32: np.ndarray, weights: np.ndarray
+) -> tuple[ov.Model, dict[str, Any], str, float, float]:
+    """INT8 model that passed the fidelity gate, its figures, recipe and timings; else raise."""
+    calibration = inputs[::CALIBRATION_STRIDE]
+    t_quant = t_gate = 0.0
+    failure: FidelityGateError | None = None
+    for recipe, options in _quantisation_recipes():
+        t0 = time.perf_counter()
+        ov_int8 = nncf.quantize(ov_fp32, nncf.Dataset(calibration), subset_size=len(calibration), **options)
+        t1 = time.perf_counter()
+        fidelity = _int8_fidelity(core, ov_int8, inputs, p32, f32, weights)
+        t_quant += t1 - t0
+        t_gate += time.perf_counter() - t1
+        log.info(
+            "INT8 (%s) over %d radiographs: mean |dp| %.4f, max |dp| %.4f",
+            recipe, len(inputs), fidelity["mean_abs_dp"], fidelity["max_abs_dp"],
+        )
+        try:
+            check_fidelity_gate(fidelity["mean_abs_dp"], fidelity["max_abs_dp"], len(inputs))
+        except FidelityGateError as exc:
+            failure = exc
+            continue
+        return ov_int8, fidelity, recipe, t_quant, t_gate
+    assert failure is not None
+    raise failure
+
+
 def _build_key(checkpoint_sha: str | None, seed: int | None, images: list[Path], thresholds: Mapping[str, float]) -> str:
     """What the pack depends on; an identical key means the existing pack is current."""
     payload = {
@@ -348,48 +417,9 @@ def build_chexnet_pack(
     if conversion_err > CONVERSION_TOLERANCE:
         raise PackError(PACK_NAME, f"OpenVINO FP32 disagrees with torch (max |dp| {conversion_err:.2e})")
 
-    t0 = time.perf_counter()
-    calibration = inputs[::CALIBRATION_STRIDE]
-    ov_int8 = nncf.quantize(
-        ov_fp32,
-        nncf.Dataset(calibration),
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=len(calibration),
-    )
-    t_quant = time.perf_counter() - t0
-
-    # Gate INT8 as it runs in the app (default CPU precision, bf16 where supported)
-    # and at f32 precision; the worse of the two must pass.
-    t0 = time.perf_counter()
     weights = source.model.classifier.weight.detach().numpy().astype(np.float32)
-    runs: dict[str, dict[str, float]] = {}
-    for label, hint in (("default", None), ("f32", "f32")):
-        p8, f8 = _run_all(_compile(core, ov_int8, hint), inputs)
-        delta = np.abs(p8 - p32)
-        cos = np.sum(f8 * f32, axis=(1, 2, 3)) / (
-            np.linalg.norm(f8.reshape(len(f8), -1), axis=1) * np.linalg.norm(f32.reshape(len(f32), -1), axis=1) + 1e-12
-        )
-        runs[label] = {
-            "mean_abs_dp": float(delta.mean()),
-            "max_abs_dp": float(delta.max()),
-            "features_cosine_min": float(cos.min()),
-            "cam_peak_agreement": _cam_peak_agreement(f8, f32, weights),
-        }
-    t_gate = time.perf_counter() - t0
-    worst_mean = max(r["mean_abs_dp"] for r in runs.values())
-    worst_max = max(r["max_abs_dp"] for r in runs.values())
-    fidelity = {
-        "images": len(inputs),
-        "reference": "OpenVINO FP32 IR on CPU at f32 inference precision",
-        "mean_abs_dp": worst_mean,
-        "max_abs_dp": worst_max,
-        "gate": {"mean_abs_dp": GATE_MEAN_ABS, "max_abs_dp": GATE_MAX_ABS},
-        "int8_cpu_default_precision": runs["default"],
-        "int8_cpu_f32_precision": runs["f32"],
-        "torch_vs_fp32_max_abs_dp": conversion_err,
-    }
-    log.info("INT8 fidelity over %d radiographs: mean |dp| %.4f, max |dp| %.4f", len(inputs), worst_mean, worst_max)
-    check_fidelity_gate(worst_mean, worst_max, len(inputs))
+    ov_int8, fidelity, recipe, t_quant, t_gate = _quantise_with_gate(core, ov_fp32, inputs, p32, f32, weights)
+    fidelity["torch_vs_fp32_max_abs_dp"] = conversion_err
 
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / f".{PACK_NAME}.building-{os.getpid()}"
@@ -452,8 +482,9 @@ def build_chexnet_pack(
         "thresholds_note": "placeholder operating points (0.5) unless given; set them from a local validation study",
         "triage": TRIAGE_RULES,
         "quantisation": {
-            "method": "NNCF post-training quantisation (nncf.quantize, preset performance, fast bias correction) "
+            "method": f"NNCF post-training quantisation (nncf.quantize, {recipe}, fast bias correction) "
             "of the OpenVINO FP32 IR; INT8 weights and activations",
+            "recipe": recipe,
             "calibration": f"{len(calib_names)} NIH ChestX-ray14 frontal radiographs (every {CALIBRATION_STRIDE}nd of "
             f"the {len(images)} in shared data/cxr/images, sorted by name), preprocessed as at run time",
             "calibration_files": calib_names,
