@@ -23,6 +23,7 @@ import struct
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -358,6 +359,7 @@ class StudyStore:
         self._write_lock = threading.RLock()
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
         with self._write_lock:
             conn = self._conn()
             conn.executescript(SCHEMA)
@@ -381,6 +383,9 @@ class StudyStore:
 
     def close(self) -> None:
         with self._conns_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             for conn in self._all_conns:
                 try:
                     conn.close()
@@ -423,47 +428,86 @@ class StudyStore:
     # -- receiving -----------------------------------------------------------------------
     def store_instance(self, data: bytes | Path, calling_ae: str = "", peer: str = "",
                        received_at: float | None = None) -> StoredInstance:
-        """Durably store one encoded instance (Part 10 bytes, or a file to take over)."""
+        """Durably store one encoded instance (Part 10 bytes, or a file to copy in).
+
+        Returns only when the bytes are fsynced under their final name (file and directory)
+        and the index row is committed. For bytes, the header parse and the hash run while
+        the file's fsync is in flight on a helper thread: the fsync is the longest step and
+        releases the GIL, so they come for free.
+        """
         received_at = time.time() if received_at is None else received_at
         if isinstance(data, Path):
-            with open(data, "rb") as fh:
-                header = read_header(fh)
-            size = data.stat().st_size
-        else:
-            header = read_header(data)
-            size = len(data)
+            return self._store_file(data, calling_ae, peer, received_at)
+        size = len(data)
+        self.check_space(size)
+        tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+        header: InstanceHeader | None = None
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                synced = self._fsync_pool().submit(os.fsync, fd)
+                try:
+                    header = read_header(data)
+                    sha = hashlib.sha256(data).hexdigest()
+                finally:
+                    synced.result()  # re-raises the fsync's OSError
+            finally:
+                os.close(fd)
+            final = self.instance_path(header)
+            return self._finish(header, tmp, final, sha, size, calling_ae, peer, received_at)
+        except OSError as exc:
+            raise self._out_of_resources(exc, header) from exc
+        except sqlite3.OperationalError as exc:  # e.g. "database or disk is full", "disk I/O error"
+            raise OutOfResources(f"cannot index {header.sop_uid if header else 'an instance'}: {exc}") from exc
+        finally:
+            _discard(tmp)
+
+    def _store_file(self, source: Path, calling_ae: str, peer: str, received_at: float) -> StoredInstance:
+        with open(source, "rb") as fh:
+            header = read_header(fh)
+        size = source.stat().st_size
         self.check_space(size)
         final = self.instance_path(header)
         tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
         digest = hashlib.sha256()
         try:
-            with open(tmp, "wb") as out:
-                if isinstance(data, Path):
-                    with open(data, "rb") as src:
-                        for chunk in iter(lambda: src.read(1 << 20), b""):
-                            digest.update(chunk)
-                            out.write(chunk)
-                else:
-                    digest.update(data)
-                    out.write(data)
+            with open(tmp, "wb") as out, open(source, "rb") as src:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            sha = digest.hexdigest()
-            with self._write_lock:
-                stored = self._commit(header, tmp, final, sha, size, calling_ae, peer, received_at)
-            # The new name becomes durable here, before the caller acknowledges. Outside the
-            # lock, so concurrent associations' directory fsyncs share journal commits.
-            if stored.outcome != "duplicate":
-                _fsync_dir(final.parent)
-            return stored
+            return self._finish(header, tmp, final, digest.hexdigest(), size, calling_ae, peer, received_at)
         except OSError as exc:
-            _discard(tmp)
-            reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"write error ({exc.strerror or exc})"
-            raise OutOfResources(f"cannot store {header.sop_uid}: {reason}") from exc
-        except sqlite3.OperationalError as exc:  # e.g. "database or disk is full", "disk I/O error"
+            raise self._out_of_resources(exc, header) from exc
+        except sqlite3.OperationalError as exc:
             raise OutOfResources(f"cannot index {header.sop_uid}: {exc}") from exc
         finally:
             _discard(tmp)
+
+    def _finish(self, header: InstanceHeader, tmp: Path, final: Path, sha: str, size: int,
+                calling_ae: str, peer: str, received_at: float) -> StoredInstance:
+        with self._write_lock:
+            stored = self._commit(header, tmp, final, sha, size, calling_ae, peer, received_at)
+        # The new name becomes durable here, before the caller acknowledges. Outside the
+        # lock, so concurrent associations' directory fsyncs share journal commits.
+        if stored.outcome != "duplicate":
+            _fsync_dir(final.parent)
+        return stored
+
+    @staticmethod
+    def _out_of_resources(exc: OSError, header: InstanceHeader | None) -> OutOfResources:
+        reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"write error ({exc.strerror or exc})"
+        return OutOfResources(f"cannot store {header.sop_uid if header else 'an instance'}: {reason}")
+
+    def _fsync_pool(self) -> ThreadPoolExecutor:
+        with self._conns_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-fsync")
+            return self._pool
 
     def _commit(self, header: InstanceHeader, tmp: Path, final: Path, sha: str, size: int,
                 calling_ae: str, peer: str, received_at: float) -> StoredInstance:

@@ -44,8 +44,12 @@ from app.store import StudyStore
 from dicom_node.scp import StorageSCP
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 data_dir, port, chunked = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[4] == "1"
+index_sync, no_fsync = sys.argv[5], sys.argv[6] == "1"
+if no_fsync:  # what-if only: shows the cost of durability; never a way to run FirstLook
+    import app.store
+    app.store.os.fsync = lambda fd: None
 config = Config(data_dir=data_dir, port=port, ae_title="FIRSTLOOK", max_associations=16, min_free_mb=0)
-store = StudyStore(data_dir)
+store = StudyStore(data_dir, index_sync=index_sync)
 scp = StorageSCP(config, store, chunked=chunked)
 done = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: done.set())
@@ -173,8 +177,10 @@ class Run:
 
 
 class Receiver:
-    def __init__(self, kind: str, workdir: Path, profile: bool = False, chunked: bool = False) -> None:
+    def __init__(self, kind: str, workdir: Path, profile: bool = False, chunked: bool = False,
+                 index_sync: str = "NORMAL", no_fsync: bool = False) -> None:
         self.kind, self.workdir, self.profile, self.chunked = kind, workdir, profile, chunked
+        self.index_sync, self.no_fsync = index_sync, no_fsync
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.ae = "FIRSTLOOK" if kind == "firstlook" else "STORESCP"
@@ -189,7 +195,7 @@ class Receiver:
             code = CHILD_PROFILED if self.profile else CHILD
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", code, str(out), str(self.port), "1" if self.profile else "0",
-                 "1" if self.chunked else "0"],
+                 "1" if self.chunked else "0", self.index_sync, "1" if self.no_fsync else "0"],
                 cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
             assert self.proc.stdout is not None
             line = self.proc.stdout.readline()
@@ -237,10 +243,10 @@ def send(receiver: Receiver, groups: list[list[Path]]) -> float:
 
 
 def run(kind: str, mode: str, files: list[Path], workdir: Path, profile: bool = False,
-        chunked: bool = False) -> tuple[Run, str]:
+        chunked: bool = False, index_sync: str = "NORMAL", no_fsync: bool = False) -> tuple[Run, str]:
     concurrent = mode == "4 assoc"
     groups = [files[i::4] for i in range(4)] if concurrent else [files]
-    receiver = Receiver(kind, workdir, profile, chunked)
+    receiver = Receiver(kind, workdir, profile, chunked, index_sync, no_fsync)
     receiver.start(concurrent)
     try:
         cpu0 = receiver.cpu()
@@ -262,12 +268,18 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="cProfile the FirstLook receiver (one run)")
     ap.add_argument("--chunked", action="store_true", help="FirstLook uses pynetdicom's chunked receive")
+    ap.add_argument("--index-sync", default="NORMAL", choices=["NORMAL", "FULL"],
+                    help="SQLite synchronous mode of the index (FULL: one more fsync per instance)")
+    ap.add_argument("--no-fsync", action="store_true",
+                    help="what-if: FirstLook without any fsync, to show what durability costs (not a real mode)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="firstlook-bench-") as tmp:
         work = Path(tmp)
         files = make_series(work / "series", args.slices)
         size = sum(f.stat().st_size for f in files)
-        print(f"{len(files)} CT slices, {size / 1e6:.1f} MB, explicit VR LE; receivers on 127.0.0.1")
+        print(f"{len(files)} CT slices, {size / 1e6:.1f} MB, explicit VR LE; receivers on 127.0.0.1; "
+              f"FirstLook: {'chunked' if args.chunked else 'in-memory'} receive, index synchronous={args.index_sync}"
+              f"{', NO FSYNC (what-if)' if args.no_fsync else ''}")
         if args.profile:
             result, output = run("firstlook", "single", files, work, profile=True, chunked=args.chunked)
             print(f"profiled run: {result.ips:.0f} instances/s")
@@ -277,7 +289,8 @@ def main() -> int:
         for _ in range(args.repeats):
             for mode in ("single", "4 assoc"):
                 for kind in ("storescp", "firstlook"):
-                    r, _out = run(kind, mode, files, work, chunked=args.chunked)
+                    r, _out = run(kind, mode, files, work, chunked=args.chunked, index_sync=args.index_sync,
+                                  no_fsync=args.no_fsync)
                     results.setdefault((kind, mode), []).append(r)
         print(f"\n{'receiver':10} {'mode':8} {'inst/s':>8} {'MB/s':>7} {'CPU ms/inst':>12} {'runs (inst/s)':>24}")
         medians: dict[tuple[str, str], Run] = {}

@@ -87,9 +87,9 @@ TRANSFER_SYNTAXES: list[str] = [
 # instance; 1 MiB holds a whole 512x512 CT slice.
 DEFAULT_MAX_PDU = 1 << 20
 
-# How long an idle pynetdicom reactor sleeps between polls. The library default (1 ms) is
-# paid at least twice per C-STORE round trip, which dominates small-instance throughput.
-DEFAULT_POLL_S = 0.0002
+# How long an idle pynetdicom DUL reactor sleeps between polls (None: library default, 1 ms).
+# Shorter polls measured no faster here and cost CPU on every open association.
+DEFAULT_POLL_S: float | None = None
 
 @dataclass(frozen=True)
 class StoreOutcome:
@@ -117,7 +117,8 @@ class StorageSCP:
     def __init__(self, config: Config, store: StudyStore, hub: EventHub | None = None,
                  on_instance: Callable[[StoredInstance, Hashable], None] | None = None,
                  on_association_end: Callable[[Hashable, bool], None] | None = None,
-                 max_pdu: int = DEFAULT_MAX_PDU, poll_s: float = DEFAULT_POLL_S, chunked: bool = False) -> None:
+                 max_pdu: int = DEFAULT_MAX_PDU, poll_s: float | None = DEFAULT_POLL_S,
+                 chunked: bool = False) -> None:
         """``chunked`` switches to pynetdicom's stream-to-temporary-file receive; it sets a
         process-wide pynetdicom flag and measured slower (bench/bench_receive.py), so it exists
         for comparison only."""
@@ -244,7 +245,8 @@ class StorageSCP:
             event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (AttributeError, OSError):
             pass
-        event.assoc.dul._run_loop_delay = self._poll_s
+        if self._poll_s is not None:
+            event.assoc.dul._run_loop_delay = self._poll_s
 
     @staticmethod
     def _peer(event: evt.Event) -> str:
