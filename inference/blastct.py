@@ -1,0 +1,329 @@
+"""BLAST-CT runtime: 12-member DeepMedic ensemble on a 1 mm head-CT volume (OpenVINO only).
+
+Tiling follows MODEL_CARD 5.3/5.4: output tiles on a grid anchored at voxel 0 with a 30-voxel
+pitch, input = output + 40 voxels each side with edge replication, softmax summed over the
+members, argmax. Three exact speed-ups are applied (each verified by tests/test_blastct_runtime.py):
+
+* Larger tiles. An output tile of T = 30*m voxels (input T + 80) equals m^3 reference 30^3 tiles
+  up to float rounding: tile starts move by multiples of 30, i.e. of both sub-sampling factors
+  (3 and 5), so every pathway samples the same voxels. T = 90 costs about a third of the compute
+  per output voxel of T = 30 (the 40-voxel margins are shared).
+* Constant patches. A patch whose whole input is at the window floor (all HU <= -15, hence -1
+  after normalisation) produces one constant output vector (the network is fully
+  convolutional), computed once per member and reused.
+* Only what is reported is computed. Results are reported on the native slices (nearest
+  neighbour) so a 30^3 cell that no native pixel samples cannot change any result; tiles are
+  placed to cover only the cells that do (with a gantry tilt the bounding box has large empty
+  wedges). Set ``native_cells_only=False`` to label the whole 1 mm grid.
+
+Members are compiled one at a time and released, so peak memory is one model's working set.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import openvino as ov
+
+from inference.ct_volume import CtVolume, labels_to_native, load_ct_volume, volumes_ml
+from inference.errors import InferenceError
+from inference.packs import ModelPack
+from inference.runner import CompiledModel
+
+log = logging.getLogger(__name__)
+
+CLASSES: tuple[str, ...] = ("IPH", "EAH", "oedema", "IVH")  # label values 1..4
+N_CLASSES = 5
+WINDOW_HU: tuple[float, float] = (-15.0, 100.0)
+MARGIN = 40
+CELL = 30  # reference output tile (and grid pitch)
+
+
+@dataclass
+class BlastCtOutput:
+    """Result for one series; slice indices refer to ``sop_uids`` (sorted along the slice normal)."""
+
+    labels: np.ndarray  # uint8 [slices, rows, cols] on the native slices
+    sop_uids: tuple[str, ...]
+    volumes_ml: dict[str, float]
+    slices_involved: dict[str, int]  # number of native slices with the class
+    max_slice: dict[str, int | None]
+    timings: dict[str, float]
+    device: str
+    fallback_note: str | None
+    precision: str
+    members: int
+    tile: int
+    tiles_run: int
+    tiles_constant: int
+    grid_labels: np.ndarray | None = field(default=None, repr=False)  # uint8 on the 1 mm grid
+
+    def findings(self) -> dict[str, dict]:
+        """The JSON findings block of ``AnalysisResult`` (docs/architecture.md)."""
+        return {"volumes_ml": self.volumes_ml, "slices_involved": self.slices_involved, "max_slice": self.max_slice}
+
+
+def normalise(hu: np.ndarray) -> np.ndarray:
+    """MODEL_CARD 5.2: clip to [-15, 100] HU and map linearly to [-1, 1]."""
+    lo, hi = WINDOW_HU
+    return ((2.0 * np.clip(hu, lo, hi) - lo - hi) / (hi - lo)).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 0 of [5, ...] logits."""
+    e = np.exp(logits - logits.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def reference_starts(shape: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Upstream tile starts: centres 15 + 30 i, i = 0 .. floor(S/30), per axis (last axis fastest)."""
+    axes = [range(0, CELL * (s // CELL + 1), CELL) for s in shape]
+    return list(itertools.product(*axes))
+
+
+def native_cells(volume: CtVolume) -> np.ndarray:
+    """bool [ceil(Z/30), ceil(Y/30), ceil(X/30)]: 30^3 cells holding a voxel that some native pixel samples."""
+    geo = volume.native
+    shape = volume.shape
+    cells = np.zeros([-(-s // CELL) for s in shape], dtype=bool)
+    dr, dc = geo.pixel_spacing
+    rr = np.arange(geo.rows, dtype=np.float64) * dr
+    cc = np.arange(geo.cols, dtype=np.float64) * dc
+    for k in range(geo.n_slices):
+        p = geo.positions[k] - volume.origin
+        ix, iy, iz = (
+            np.floor(p[a] + rr[:, None] * geo.col_dir[a] + cc[None, :] * geo.row_dir[a] + 0.5).astype(np.int64)
+            for a in range(3)
+        )
+        ok = (ix >= 0) & (ix < shape[2]) & (iy >= 0) & (iy < shape[1]) & (iz >= 0) & (iz < shape[0])
+        cells[iz[ok] // CELL, iy[ok] // CELL, ix[ok] // CELL] = True
+    return cells
+
+
+Tile = tuple[tuple[int, int, int], tuple[int, int, int]]  # (start, size) in voxels, multiples of 30
+
+
+def plan_tiles(cells: np.ndarray, tile: int, shrink: bool = True) -> list[Tile]:
+    """Tiles (start, size) of at most ``tile`` per axis covering every True 30^3 cell.
+
+    Tries every grid shift (in cells), keeps the one needing the fewest tiles, then shrinks each
+    tile to the bounding box of the cells it must cover (sizes stay multiples of 30, starts stay
+    on the 30-grid, so results are unchanged; a handful of distinct shapes results).
+    """
+    if tile % CELL:
+        raise ValueError(f"tile {tile} is not a multiple of {CELL}")
+    m = tile // CELL
+    padded = np.zeros([s + 2 * m for s in cells.shape], dtype=bool)
+    padded[m: m + cells.shape[0], m: m + cells.shape[1], m: m + cells.shape[2]] = cells
+    best: list[Tile] | None = None
+    for shift in itertools.product(range(m), repeat=3):
+        # shift sh puts tile starts at cells -sh + t*m (padded index m - sh + t*m)
+        plan: list[Tile] = []
+        rng = [range(m - sh, padded.shape[a], m) for a, sh in enumerate(shift)]
+        for corner in itertools.product(*rng):
+            block = padded[tuple(slice(c, c + m) for c in corner)]
+            if not block.any():
+                continue
+            if shrink:
+                idx = np.argwhere(block)
+                lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+            else:
+                lo, hi = np.zeros(3, int), np.full(3, m)
+            start = tuple(int((c + l - m) * CELL) for c, l in zip(corner, lo))
+            size = tuple(int((h - l) * CELL) for l, h in zip(lo, hi))
+            plan.append((start, size))  # type: ignore[arg-type]
+        if best is None or sum(np.prod(t[1]) for t in plan) < sum(np.prod(t[1]) for t in best):
+            best = plan
+    return best or []
+
+
+def _take_patch(x: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """Input patch [start - 40, start + size + 40) with edge replication (clipped indices)."""
+    idx = [np.clip(np.arange(s - MARGIN, s + n + MARGIN), 0, dim - 1) for s, n, dim in zip(start, size, x.shape)]
+    return x[np.ix_(*idx)]
+
+
+def run_tiles(
+    x: np.ndarray,
+    compile_shape: Callable[[tuple[int, int, int]], Callable[[np.ndarray], np.ndarray]],
+    plan: Sequence[Tile],
+    acc: np.ndarray,
+    skip_constant: bool = True,
+) -> tuple[int, int]:
+    """Add one member's softmax to ``acc`` [5, Z, Y, X] over the planned tiles; returns (run, constant).
+
+    Tiles are grouped by shape; each shape is compiled once and released before the next.
+    """
+    const_probs: np.ndarray | None = None
+    run = constant = 0
+    shape = x.shape
+    by_size: dict[tuple[int, int, int], list[tuple[int, int, int]]] = {}
+    for start, size in plan:
+        dst = tuple(slice(max(s, 0), min(s + n, d)) for s, n, d in zip(start, size, shape))
+        if all(d.stop > d.start for d in dst):
+            by_size.setdefault(size, []).append(start)
+    for size, starts in sorted(by_size.items()):
+        infer = None
+        for start in starts:
+            patch = _take_patch(x, start, size)
+            dst = tuple(slice(max(s, 0), min(s + n, d)) for s, n, d in zip(start, size, shape))
+            src = tuple(slice(d.start - s, d.stop - s) for d, s in zip(dst, start))
+            if skip_constant and patch.max() <= -1.0:
+                if const_probs is None:
+                    infer = infer or compile_shape(size)
+                    const_probs = softmax(infer(np.full((1, 1) + patch.shape, -1.0, np.float32))[0])[:, 0, 0, 0]
+                acc[(slice(None),) + dst] += const_probs[:, None, None, None]
+                constant += 1
+                continue
+            infer = infer or compile_shape(size)
+            probs = softmax(infer(patch[None, None])[0])
+            acc[(slice(None),) + dst] += probs[(slice(None),) + src]
+            run += 1
+        del infer
+    return run, constant
+
+
+class BlastCt:
+    """A loaded BLAST-CT pack ready to analyse volumes on one device."""
+
+    def __init__(
+        self,
+        pack: ModelPack,
+        core: ov.Core | None = None,
+        device: str = "CPU",
+        *,
+        precision: str = "int8",
+        tile: int | None = None,
+        members: int | None = None,
+        skip_constant: bool = True,
+        native_cells_only: bool = True,
+        check_device: bool = True,
+    ) -> None:
+        self.pack = pack
+        self.requested_device = device
+        self.device = device  # the device actually used (after a fallback)
+        self.fallback_note: str | None = None
+        self.precision = precision
+        self.core = core or ov.Core()
+        geometry = pack.manifest.get("input", {})
+        self.pack_tile = int(geometry.get("output_patch", CELL))
+        self.tile = int(tile or self.pack_tile)
+        if self.tile % CELL:
+            raise ValueError(f"tile {self.tile} is not a multiple of {CELL}")
+        names = [m.name for m in pack.members]
+        self.member_names = names[:members] if members else names
+        self.skip_constant = skip_constant
+        self.native_cells_only = native_cells_only
+        if check_device:
+            # Compile one member now so a failing device falls back (and says so) at load time;
+            # members are compiled again per study and released, to bound memory.
+            self._compile(self.member_names[0])
+
+    def _config(self, device: str) -> dict[str, str]:
+        # Exact FP32 reference and INT8 with FP32 elsewhere; this CPU would otherwise choose bf16.
+        return {"INFERENCE_PRECISION_HINT": "f32"} if device.startswith("CPU") else {}
+
+    def _compile(self, member: str, size: tuple[int, int, int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        """Compile one member for output tiles of ``size``; the pack's own shape goes through
+        CompiledModel (device fallback), other shapes reshape the shape-independent IR."""
+        xml = self.pack.member_xml(member, self.precision)
+        size = size or (self.pack_tile,) * 3
+        if size == (self.pack_tile,) * 3:
+            cm = CompiledModel(self.core, xml, self.device, "LATENCY", self._config(self.device))
+            if cm.fallback_note:
+                self.device, self.fallback_note = cm.device, cm.fallback_note
+            return lambda patch: cm.infer(patch)[0]
+        model = self.core.read_model(str(xml))
+        model.reshape([1, 1, *(n + 2 * MARGIN for n in size)])
+        compiled = self.core.compile_model(model, self.device, {"PERFORMANCE_HINT": "LATENCY", **self._config(self.device)})
+        request = compiled.create_infer_request()
+
+        def infer(patch: np.ndarray) -> np.ndarray:
+            request.infer([patch])
+            return request.get_output_tensor(0).data.copy()
+
+        return infer
+
+    def probabilities(self, volume: CtVolume, timings: dict[str, float] | None = None) -> tuple[np.ndarray, int, int]:
+        """Summed member softmax [5, Z, Y, X] (float32) plus tiles run / constant per member."""
+        timings = timings if timings is not None else {}
+        t0 = time.perf_counter()
+        x = normalise(volume.hu)
+        if self.native_cells_only:
+            cells = native_cells(volume)
+        else:
+            cells = np.ones([-(-s // CELL) for s in volume.shape], dtype=bool)
+        if self.tile == CELL and not self.native_cells_only:
+            plan: list[Tile] = [(start, (CELL, CELL, CELL)) for start in reference_starts(volume.shape)]
+        else:
+            plan = plan_tiles(cells, self.tile)
+        acc = np.zeros((N_CLASSES,) + volume.shape, dtype=np.float32)
+        timings["prepare"] = time.perf_counter() - t0
+        run = constant = 0
+        for member in self.member_names:
+            t1 = time.perf_counter()
+            compile_s = 0.0
+
+            def compile_shape(size: tuple[int, int, int], member: str = member) -> Callable[[np.ndarray], np.ndarray]:
+                nonlocal compile_s
+                tc = time.perf_counter()
+                fn = self._compile(member, size)
+                compile_s += time.perf_counter() - tc
+                return fn
+
+            run, constant = run_tiles(x, compile_shape, plan, acc, self.skip_constant)
+            t2 = time.perf_counter()
+            timings["compile"] = timings.get("compile", 0.0) + compile_s
+            timings["infer"] = timings.get("infer", 0.0) + (t2 - t1 - compile_s)
+            log.debug("%s: %d tiles (+%d constant) in %.1f s", member, run, constant, t2 - t1)
+        return acc, run, constant
+
+    def analyse(self, volume: CtVolume | Sequence, keep_grid: bool = False) -> BlastCtOutput:
+        """Segment one head CT; ``volume`` is a CtVolume or a DICOM series (datasets or paths)."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        if not isinstance(volume, CtVolume):
+            volume = load_ct_volume(volume)
+            timings.update(volume.timings)
+        try:
+            acc, run, constant = self.probabilities(volume, timings)
+        except (RuntimeError, ValueError) as exc:
+            raise InferenceError(f"BLAST-CT inference failed: {exc}") from exc
+        t1 = time.perf_counter()
+        grid = acc.argmax(axis=0).astype(np.uint8)
+        del acc
+        native = labels_to_native(grid, volume)
+        ml = volumes_ml(native, volume.native, N_CLASSES)
+        counts = np.stack([np.bincount(s.ravel(), minlength=N_CLASSES)[:N_CLASSES] for s in native])
+        vols: dict[str, float] = {}
+        involved: dict[str, int] = {}
+        max_slice: dict[str, int | None] = {}
+        for c, name in enumerate(CLASSES, start=1):
+            vols[name] = round(float(ml[c]), 2)
+            involved[name] = int(np.count_nonzero(counts[:, c]))
+            max_slice[name] = int(counts[:, c].argmax()) if counts[:, c].any() else None
+        t2 = time.perf_counter()
+        timings["postprocess"] = t2 - t1
+        timings["total"] = t2 - t0
+        return BlastCtOutput(
+            labels=native,
+            sop_uids=volume.native.sop_uids,
+            volumes_ml=vols,
+            slices_involved=involved,
+            max_slice=max_slice,
+            timings=timings,
+            device=self.device,
+            fallback_note=self.fallback_note,
+            precision=self.precision,
+            members=len(self.member_names),
+            tile=self.tile,
+            tiles_run=run,
+            tiles_constant=constant,
+            grid_labels=grid if keep_grid else None,
+        )
