@@ -31,6 +31,7 @@ ACCEPTED_MODALITIES = ("CR", "DX")
 FRONTAL_VIEWS = ("PA", "AP")
 LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT", "LLD", "RLD")
 ACCEPTED_BODY_PARTS = ("CHEST",)
+DX_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1.1"
 MIN_SIDE = 32  # smaller than this is an icon or a secondary capture, not a radiograph
 
 # The preprocessing written into the CheXNet manifest; the runtime reads it back from
@@ -94,7 +95,7 @@ def check_chest_radiograph(ds: Dataset) -> None:
     if modality not in ACCEPTED_MODALITIES:
         shown = modality or "absent"
         raise NotAnalysable(f"modality {shown} is not a chest radiograph (CR or DX expected)")
-    if _text(ds, "PresentationIntentType") == "FOR PROCESSING":
+    if _text(ds, "PresentationIntentType") == "FOR PROCESSING" or str(ds.get("SOPClassUID", "")) == DX_FOR_PROCESSING:
         raise NotAnalysable("DX image is 'for processing' (raw detector data), not 'for presentation'")
     body_part = _text(ds, "BodyPartExamined")
     if body_part and body_part not in ACCEPTED_BODY_PARTS:
@@ -147,12 +148,24 @@ def _stored_values(ds: Dataset) -> np.ndarray:
     return arr
 
 
-def _voi_to_unit(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, str]:
+def _padding_mask(stored: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """Pixels outside the exposed field (Pixel Padding Value / Range Limit), if declared."""
+    value = ds.get("PixelPaddingValue", None)
+    if value is None or isinstance(value, (bytes, list)):
+        return None
+    limit = ds.get("PixelPaddingRangeLimit", None)
+    lo, hi = (int(value), int(limit)) if isinstance(limit, int) else (int(value), int(value))
+    mask = (stored >= min(lo, hi)) & (stored <= max(lo, hi))
+    return mask if mask.any() else None
+
+
+def _voi_to_unit(values: np.ndarray, ds: Dataset, padding: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """Apply the VOI LUT or window (first one) and scale its output range to 0..1.
 
     The output range is probed through pydicom itself (LUT entries, window extremes),
     so unusual slopes or LUT bit depths are treated exactly as pydicom maps them.
-    Without either, the image's own min..max is stretched (what viewers do too).
+    Without either, the image's own min..max is stretched (what viewers do too),
+    ignoring declared padding pixels so a padded border does not squash the contrast.
     """
     seq = ds.get("VOILUTSequence", None)
     if seq:
@@ -170,14 +183,13 @@ def _voi_to_unit(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, str]:
             return (out - lo) / (hi - lo), "lut"
         log.warning("VOI LUT is constant; falling back to the window or min/max")
     if "WindowCenter" in ds and "WindowWidth" in ds:
-        probe_ds = ds  # apply_windowing only reads the VOI/rescale attributes
         center = ds["WindowCenter"].value
         center = float(center[0] if ds["WindowCenter"].VM > 1 else center)
         width = ds["WindowWidth"].value
         width = float(width[0] if ds["WindowWidth"].VM > 1 else width)
         try:
             with np.errstate(over="ignore"):
-                ends = apply_windowing(np.array([center - 1e6 * width, center + 1e6 * width]), probe_ds, index=0)
+                ends = apply_windowing(np.array([center - 1e6 * width, center + 1e6 * width]), ds, index=0)
                 out = apply_windowing(values, ds, index=0).astype(np.float64)
         except ValueError as exc:
             log.warning("window not usable (%s); stretching min/max", exc)
@@ -185,7 +197,10 @@ def _voi_to_unit(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, str]:
             lo, hi = float(ends[0]), float(ends[1])
             if hi != lo:
                 return np.clip((out - lo) / (hi - lo), 0.0, 1.0), "window"
-    vmin, vmax = float(values.min()), float(values.max())
+    content = values if padding is None else values[~padding]
+    if content.size == 0:
+        raise NotAnalysable("pixel data are all padding (no image content)")
+    vmin, vmax = float(content.min()), float(content.max())
     if vmax <= vmin:
         raise NotAnalysable("pixel data are constant (no image content)")
     return (values.astype(np.float64) - vmin) / (vmax - vmin), "minmax"
@@ -216,10 +231,13 @@ def load_cxr(source: Dataset | Path | str) -> CxrImage:
     check_chest_radiograph(ds)
     stored = _stored_values(ds)
     values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
-    unit, voi = _voi_to_unit(values, ds)
+    padding = _padding_mask(stored, ds)
+    unit, voi = _voi_to_unit(values, ds, padding)
     photometric = _text(ds, "PhotometricInterpretation")
     if photometric == "MONOCHROME1":
         unit = 1.0 - unit  # MONOCHROME1: minimum value is white
+    if padding is not None:
+        unit = np.where(padding, 0.0, unit)  # padding is shown black, as the NIH PNGs have it
     spacing, source_kw = _spacing(ds)
     return CxrImage(
         pixels=np.clip(unit, 0.0, 1.0).astype(np.float32),

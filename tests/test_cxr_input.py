@@ -77,6 +77,19 @@ def test_voi_lut_sequence_is_used(cxr_dir: Path) -> None:
     np.testing.assert_allclose(image.pixels, np.sqrt(stored / 4095), atol=1e-4)
 
 
+def test_padding_is_black_and_outside_the_stretch(cxr_dir: Path) -> None:
+    ds = make_cxr_dataset(cxr_dir / "images" / GREY, photometric="MONOCHROME1", window=False)
+    stored = ds.pixel_array // 2  # image content in 0..2047
+    stored[:, :40] = 4095  # a padded border, white in MONOCHROME1 storage
+    ds.PixelData = stored.tobytes()
+    ds.PixelPaddingValue = 4095
+    image = load_cxr(ds)
+    assert (image.pixels[:, :40] == 0).all()
+    inner = -stored[:, 40:].astype(np.float64)
+    expected = (inner - inner.min()) / (inner.max() - inner.min())
+    assert np.abs(image.pixels[:, 40:] - expected).max() < 1e-5
+
+
 def test_bits_above_bits_stored_are_ignored(cxr_dir: Path) -> None:
     clean = make_cxr_dataset(cxr_dir / "images" / GREY)
     dirty = make_cxr_dataset(cxr_dir / "images" / GREY)
@@ -134,6 +147,10 @@ def test_other_inputs_are_refused(cxr_dir: Path) -> None:
     _refused(make_cxr_dataset(png, view="LLO"), "not a frontal")
     ds = make_cxr_dataset(png)
     ds.PresentationIntentType = "FOR PROCESSING"
+    _refused(ds, "for processing")
+    ds = make_cxr_dataset(png)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1.1"  # DX for processing, intent not stated
+    del ds.PresentationIntentType
     _refused(ds, "for processing")
 
     ds = make_cxr_dataset(png)
