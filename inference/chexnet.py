@@ -94,6 +94,7 @@ class Chexnet:
         precision: str = "int8",
         hint: str = "LATENCY",
         config: dict[str, Any] | None = None,
+        warmup: bool = True,
     ) -> None:
         self.pack = pack
         manifest = pack.manifest
@@ -120,6 +121,9 @@ class Chexnet:
                 raise PackError(pack.name, f"model has no output '{name}' (has {self.model.output_names})")
         self.device = self.model.device
         self.fallback_note = self.model.fallback_note
+        if warmup:  # the first request pays one-off allocations; keep that out of a patient's timings
+            shape = [int(d) for d in manifest.get("input", {}).get("shape", [1, 3, 224, 224])]
+            self.model.infer(np.zeros(shape, dtype=np.float32))
         workers = max(1, min(4, os.cpu_count() or 1))
         self._cam_pool: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(workers, thread_name_prefix="chexnet-cam") if workers > 1 else None
