@@ -62,10 +62,11 @@ def fill_worklist(store: StudyStore, n: int) -> None:
 
 
 def bench_worklist(app: QApplication, root: Path, n: int) -> dict[str, float]:
-    store = StudyStore(root / "worklist")
-    t = time.perf_counter()
-    fill_worklist(store, n)
-    print(f"  (filled {n} studies in {time.perf_counter() - t:.1f} s)")
+    store = StudyStore(root / f"worklist-{n}")
+    if len(store.list_studies()) != n:  # reuse a kept data dir (--data) when it already has them
+        t = time.perf_counter()
+        fill_worklist(store, n)
+        print(f"  (filled {n} studies in {time.perf_counter() - t:.1f} s)")
     window = MainWindow(Config(data_dir=store.data_dir), None, device_choices=None)
     window.show()
     app.processEvents()
@@ -93,10 +94,12 @@ def bench_worklist(app: QApplication, root: Path, n: int) -> dict[str, float]:
     series = store.list_series(last)[0]
     store.save_result(AnalysisResult(series_uid=series.series_uid, study_uid=last, status="done",
                                      priority="critical", summary="IPH 40.0 mL"))
-    n_critical = sum(1 for r in range(window.model.rowCount()) if window.model.row_at(r).priority == "critical")
+    arrival = window.model.row_for(last).arrival
+    n_critical = sum(1 for r in range(window.model.rowCount())
+                     if window.model.row_at(r).priority == "critical" and window.model.row_at(r).arrival < arrival)
     t = time.perf_counter()
     hub.publish(ResultStored(last, series.series_uid, "critical"))
-    # The newest study becomes critical: it moves from the bottom to the end of the critical group.
+    # The bottom study becomes critical: it moves up into the critical group, ordered by arrival.
     wait(app, lambda: window.proxy.row_of(last) == n_critical)
     live = time.perf_counter() - t
     window.shutdown()
@@ -129,10 +132,15 @@ def fill_ct(store: StudyStore, n: int, size: int = 512) -> ui_data.Stored:
 
 
 def bench_ct(app: QApplication, root: Path, n: int) -> dict[str, float]:
-    store = StudyStore(root / "ct")
-    t = time.perf_counter()
-    stored = fill_ct(store, n)
-    print(f"  (stored a {n}-slice CT in {time.perf_counter() - t:.1f} s)")
+    store = StudyStore(root / f"ct-{n}")
+    existing = store.list_studies()
+    if existing:
+        series = store.list_series(existing[0].study_uid)[0]
+        stored = ui_data.Stored(existing[0].study_uid, series.series_uid, [])
+    else:
+        t = time.perf_counter()
+        stored = fill_ct(store, n)
+        print(f"  (stored a {n}-slice CT in {time.perf_counter() - t:.1f} s)")
     window = MainWindow(Config(data_dir=store.data_dir), None, device_choices=None)
     window.resize(1600, 1000)
     window.show()
@@ -173,11 +181,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=10_000)
     parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--data", type=Path, help="keep the generated studies here and reuse them next run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     with tempfile.TemporaryDirectory(prefix="firstlook-bench-") as tmp:
-        root = Path(tmp)
+        root = args.data or Path(tmp)
         print(f"worklist, {args.studies} studies:")
         w = bench_worklist(app, root, args.studies)
         print(f"  time to show          {w['show']:.3f} s   (target <= 1 s)")

@@ -89,7 +89,9 @@ class WorklistFeed(QObject):
                     self._cond.wait()
                 if self._stop:
                     return
-            time.sleep(self.batch_delay_s)  # let a burst of events collect into one batch
+                reload_now = self._reload
+            if not reload_now:
+                time.sleep(self.batch_delay_s)  # let a burst of events collect into one batch
             with self._cond:
                 reload, self._reload = self._reload, False
                 pending, self._pending = self._pending, set()
