@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"firstlook {__version__}")
     p.add_argument("--config", type=Path, help="configuration file (default: the platform's config dir)")
     p.add_argument("--headless", action="store_true", help="run the DICOM node and analysis without a display")
+    p.add_argument("--self-test", action="store_true", dest="self_test",
+                   help="check packs, devices, models and the DICOM node on this machine; exit 1 on any failure")
     p.add_argument("--data-dir", type=Path, dest="data_dir")
     p.add_argument("--cache-dir", type=Path, dest="cache_dir")
     p.add_argument("--packs-dir", type=Path, dest="packs_dir")
@@ -74,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"firstlook: {exc}", file=sys.stderr)
         return 2
     _setup_logging(config.log_level)
+    if args.self_test:
+        from app.selftest import run_cli
+
+        return run_cli(config)
     command = args.command
     if command == "studies":
         return _studies(config, args.json)
@@ -84,7 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return analyze_paths(config, args.paths, as_json=args.json, device=args.device)
     if command == "build-models":
-        from inference.build.cli import build_models
+        try:
+            from inference.build.cli import build_models
+        except ImportError:  # the installed bundle ships the packs, not the build tools
+            print("firstlook: build-models is not part of the installed program; "
+                  "build packs from a source checkout (make models).", file=sys.stderr)
+            return 2
 
         return build_models(out=args.out or config.packs_dir, shared=args.shared, only=args.only,
                             chexnet_checkpoint=args.chexnet_checkpoint, force=args.force)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import sys
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -38,6 +39,11 @@ def default_cache_dir() -> Path:
 
 
 def _repo_packs_dir() -> Path:
+    """Packs built by ``firstlook build-models`` in a checkout; inside the PyInstaller bundle
+    they ship with the program (``_internal/model-packs``), so an upgrade replaces them too."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if getattr(sys, "frozen", False) and bundle:
+        return Path(bundle) / "model-packs"
     return Path(__file__).resolve().parent.parent / "build" / "model-packs"
 
 
