@@ -280,12 +280,12 @@ def test_result_arriving_for_the_open_study_shows_its_overlay(qtbot, store):
     from app.config import Config
     from ui.main_window import MainWindow
 
+    stored = ui_data.add_ct(store, n=12, size=96, bleed_slices=range(4, 8))
     window = MainWindow(Config(data_dir=store.data_dir), None, device_choices=None)
     qtbot.addWidget(window)
     hub = EventHub()
     window.attach_backend(store, hub)
     window.show()
-    stored = ui_data.add_ct(store, n=12, size=96, bleed_slices=range(4, 8))
     qtbot.waitUntil(lambda: window.model.rowCount() == 1, timeout=5000)
     window.open_study(stored.study_uid)
     viewer = window.viewer
