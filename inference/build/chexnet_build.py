@@ -337,9 +337,16 @@ def _quantise_with_gate(
     raise failure
 
 
-def _build_key(checkpoint_sha: str | None, seed: int | None, images: list[Path], thresholds: Mapping[str, float]) -> str:
+def _build_key(
+    checkpoint_sha: str | None,
+    seed: int | None,
+    images: list[Path],
+    thresholds: Mapping[str, float],
+    governance: Mapping[str, Any],
+) -> str:
     """What the pack depends on; an identical key means the existing pack is current."""
     payload = {
+        "governance": dict(governance),
         "builder": BUILDER_REVISION,
         "checkpoint": checkpoint_sha,
         "seed": seed,
@@ -391,7 +398,9 @@ def build_chexnet_pack(
     images = reference_images(shared_dir)
 
     checkpoint_sha = _sha256(Path(checkpoint)) if checkpoint is not None else None
-    key = _build_key(checkpoint_sha, None if checkpoint else seed, images, thresholds)
+    key = _build_key(
+        checkpoint_sha, None if checkpoint else seed, images, thresholds, {"validated": validated, "licence": licence}
+    )
     if not force and _existing_pack_is_current(pack_dir, key):
         log.info("CheXNet pack in %s is up to date", pack_dir)
         return pack_dir
