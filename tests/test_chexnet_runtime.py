@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -111,3 +113,10 @@ def test_unavailable_device_falls_back_to_cpu(pack: ModelPack, core: ov.Core, im
     assert model.device == "CPU" and model.fallback_note and "GPU" in model.fallback_note
     out = model.analyse(image)
     assert out.device == "CPU" and out.fallback_note == model.fallback_note
+
+
+def test_runtime_never_imports_torch_or_nncf() -> None:
+    code = ("import sys, inference.chexnet, inference.cxr_input; "
+            "bad = [m for m in ('torch', 'nncf') if m in sys.modules]; assert not bad, bad")
+    repo = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", code], cwd=repo, check=True, timeout=120)
