@@ -7,10 +7,11 @@ on a worker thread, so the radiologist sees progress instead of a frozen splash.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.config import Config
@@ -56,9 +57,19 @@ def run_desktop(config: Config, config_path: Path | None = None,
     wire(window, controller)
     window.show()           # first: the window appears before any model loads
     controller.start()      # then: node + models on the controller's thread
+    # SIGINT/SIGTERM close the window like the user would, so the node stops cleanly. Python
+    # runs signal handlers only between bytecodes, hence the idle timer while Qt's loop runs.
+    wake = QTimer()
+    wake.start(250)
+    wake.timeout.connect(lambda: None)
+    previous = {sig: signal.signal(sig, lambda _s, _f: QTimer.singleShot(0, window.close))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         code = app.exec()
     finally:
+        wake.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         window.shutdown()
         controller.stop_and_wait()
     log.info("desktop closed")
