@@ -32,6 +32,9 @@ class Service:
         from dicom_node.scp import StorageSCP
 
         self.config = config
+        if config.log_level.upper() != "DEBUG":
+            # pynetdicom logs several INFO lines per C-STORE; the node logs what matters itself.
+            logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         self.hub = hub or EventHub()
         self.store = StudyStore(config.data_dir, min_free_bytes=config.min_free_mb << 20)
         self.readiness = SeriesReadinessTracker(config.quiet_period_s, self._series_ready)

@@ -366,3 +366,25 @@ def test_series_ready_on_release_and_after_quiet_period(data_dir: Path, tmp_path
         assert len(n.ready) == 2  # released after it was already emitted: no second event
     finally:
         stop_node(n)
+
+
+def test_association_beyond_the_limit_is_rejected_and_logged(data_dir: Path, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    n = start_node(data_dir, max_associations=2)
+    held = []
+    try:
+        for i in range(2):
+            ae = AE(ae_title=f"HOLD{i}")
+            ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+            assoc = ae.associate("127.0.0.1", n.port, ae_title=n.ae)
+            assert assoc.is_established
+            held.append(assoc)
+        with caplog.at_level(logging.WARNING, logger="dicom_node.scp"):
+            assert echo("127.0.0.1", n.port, n.ae) == ASSOCIATION_FAILED
+        assert any("local limit exceeded" in r.getMessage() for r in caplog.records)
+        held.pop().release()
+        assert n.wait_for(lambda: echo("127.0.0.1", n.port, n.ae) == 0, 5)
+    finally:
+        for assoc in held:
+            assoc.release()
+        stop_node(n)
