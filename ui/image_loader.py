@@ -153,14 +153,26 @@ def read_series_geometry(paths: list[Path]) -> SeriesGeometry:
 
 
 def load_slice(path: Path) -> np.ndarray:
-    """One slice as float32 in modality units (HU on CT); first frame of a multi-frame object."""
+    """One slice in modality units (HU on CT); first frame of a multi-frame object."""
     ds = pydicom.dcmread(path)
     pixels = ds.pixel_array
     if pixels.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) == 1:
         pixels = pixels[0]
     if pixels.ndim != 2:
         raise ValueError(f"{Path(path).name}: only greyscale images are displayed")
-    return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
+    values = apply_modality_lut(pixels, ds)
+    return compact(values)
+
+
+def compact(values: np.ndarray) -> np.ndarray:
+    """int16 when the values are whole numbers that fit (CT HU), else float32.
+
+    A 300-slice 512x512 CT then holds 150 MB in the slice cache instead of 300 MB."""
+    if values.dtype.kind in "iu" or (values.dtype.kind == "f" and np.array_equal(values, np.rint(values))):
+        lo, hi = (values.min(), values.max()) if values.size else (0, 0)
+        if -32768 <= lo and hi <= 32767:
+            return values.astype(np.int16)
+    return np.asarray(values, dtype=np.float32)
 
 
 def auto_window(pixels: np.ndarray) -> tuple[float, float]:
