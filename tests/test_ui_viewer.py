@@ -305,3 +305,38 @@ def test_result_arriving_for_the_open_study_shows_its_overlay(qtbot, store):
     assert viewer.rendered[40, 65, 0] > viewer.rendered[40, 65, 2] + 40
     assert viewer.banner.isVisible()
     window.shutdown()
+
+
+def test_real_gantry_tilted_head_ct_is_shown_as_acquired(qtbot, viewer, store, headct_dir):
+    """The shared GE HiSpeed series (18.5° tilt, sent out of order): native 512x512 slices,
+    ordered along the tilted normal, HU through the Modality LUT, square 0.488 mm pixels."""
+    import pydicom
+
+    files = sorted(headct_dir.glob("*.dcm"))
+    for path in reversed(files):                       # arrival order reversed on purpose
+        store.store_instance(path.read_bytes(), calling_ae="CT01")
+    study = store.list_studies()[0]
+    series = store.list_series(study.study_uid)[0]
+    viewer.open_study(store, study.study_uid)
+    qtbot.waitUntil(lambda: viewer.opened is not None and viewer.rendered is not None, timeout=10000)
+    geometry = viewer.opened.geometry
+    assert geometry.n_slices == len(files) == series.n_instances
+    assert (geometry.rows, geometry.cols) == (512, 512) and viewer.rendered.shape == (512, 512)
+    assert geometry.pixel_spacing == pytest.approx((0.4882812, 0.4882812))
+    locations = [s.location_mm for s in geometry.slices]
+    assert locations == sorted(locations) and len(set(locations)) == len(locations)
+    numbers = [s.instance_number for s in geometry.slices]
+    assert numbers == sorted(numbers)                  # this scanner numbers inferior -> superior
+    assert "GantryDetectorTilt" in geometry.attributes
+    # HU: the Modality LUT is applied, so the brain window shows tissue mid-grey.
+    first = pydicom.dcmread(geometry.slices[viewer.index].path)
+    hu = first.pixel_array.astype(float) * float(first.RescaleSlope) + float(first.RescaleIntercept)
+    qtbot.keyClick(viewer.canvas, Qt.Key.Key_4)
+    brain = (hu > 20) & (hu < 60)
+    assert brain.sum() > 1000
+    assert 60 < viewer.rendered[brain].mean() < 200
+    rect = viewer.canvas.image_rect()
+    assert rect.width() == pytest.approx(rect.height(), rel=0.01)
+    qtbot.keyClick(viewer.canvas, Qt.Key.Key_End)
+    qtbot.waitUntil(lambda: viewer.rendered is not None and viewer.index == len(files) - 1, timeout=5000)
+    assert f"Image {len(files)} / {len(files)}" in viewer.slice_label.text()
