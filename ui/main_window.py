@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
+    QMessageBox,
     QPushButton,
     QTableView,
     QTabWidget,
@@ -49,6 +50,20 @@ from ui.worklist_model import (
 )
 
 log = logging.getLogger(__name__)
+
+SHORTCUTS_HTML = """<table cellpadding='2'>
+<tr><th colspan='2' align='left'>Worklist</th></tr>
+<tr><td>↑ ↓</td><td>move</td></tr><tr><td>Enter</td><td>open the study</td></tr>
+<tr><td>Ctrl+R</td><td>mark reviewed (again: not reviewed)</td></tr><tr><td>Ctrl+F</td><td>filter</td></tr>
+<tr><th colspan='2' align='left'>Viewer</th></tr>
+<tr><td>left drag</td><td>window / level</td></tr><tr><td>right / middle / Shift drag</td><td>pan</td></tr>
+<tr><td>Ctrl+wheel, + −</td><td>zoom</td></tr><tr><td>F, double-click</td><td>fit</td></tr>
+<tr><td>Backspace</td><td>reset (fit + stored window)</td></tr>
+<tr><td>1–6, 0</td><td>CT presets: lung, mediastinum, bone, brain, subdural, stroke; 0 = as stored</td></tr>
+<tr><td>wheel, ↑ ↓, PgUp PgDn, Home End</td><td>slices</td></tr>
+<tr><td>H</td><td>AI overlay on/off</td></tr><tr><td>O</td><td>segmentation fill / outline</td></tr>
+<tr><td>M</td><td>slice with the most haemorrhage</td></tr><tr><td>Esc</td><td>back to the worklist</td></tr>
+</table>"""
 
 
 def openvino_device_choices() -> list[str]:
@@ -191,6 +206,17 @@ class MainWindow(QMainWindow):
         study = self.menuBar().addMenu("&Study")
         self.review_action = action("Mark &reviewed", "Ctrl+R", self.mark_current_reviewed)
         study.addAction(self.review_action)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(action("&Keyboard shortcuts", QKeySequence.StandardKey.HelpContents,
+                                   self.show_shortcuts))
+
+    def show_shortcuts(self) -> QMessageBox:
+        box = QMessageBox(QMessageBox.Icon.Information, "Keyboard shortcuts", SHORTCUTS_HTML,
+                          QMessageBox.StandardButton.Close, self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setModal(False)
+        box.show()
+        return box
 
     # -- backend --------------------------------------------------------------------------
     def attach_backend(self, store: StudyStore, hub: EventHub, models_status: Callable[[], Any] | None = None,
