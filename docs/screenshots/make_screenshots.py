@@ -39,6 +39,7 @@ from ui.main_window import MainWindow  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("FIRSTLOOK_SHARED", REPO.parent / "shared"))
+PACKS = Path(os.environ.get("FIRSTLOOK_PACKS", REPO / "build" / "model-packs"))
 log = logging.getLogger("screenshots")
 
 
@@ -109,7 +110,7 @@ def demo_result(store: StudyStore, stored: ui_data.Stored, priority: str, summar
 
 
 def build(root: Path) -> tuple[Config, StudyStore, ModelRegistry, dict[str, str]]:
-    config = replace(Config(), data_dir=root / "data", cache_dir=root / "cache", packs_dir=REPO / "build" / "model-packs")
+    config = replace(Config(), data_dir=root / "data", cache_dir=root / "cache", packs_dir=PACKS)
     store = StudyStore(config.data_dir)
     pngs = sorted((SHARED / "data" / "cxr" / "images").glob("*.png"))
     now = time.time()
