@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PACKS  := build/model-packs
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test deps system-deps models clean-models
+.PHONY: run test deps system-deps models clean-models bundle
 
 system-deps:
 	bash .ci/system-deps.sh
@@ -28,6 +28,10 @@ run: models
 
 test: models
 	$(BIN)/python -m pytest
+
+# Offline installer for hospital IT (docs/install.md): dist/firstlook-<version>-linux-x86_64.tar.gz
+bundle: models
+	$(BIN)/python packaging/build_bundle.py --packs $(PACKS) --out dist
 
 clean-models:
 	rm -rf $(PACKS)

@@ -311,19 +311,19 @@ class _Runner:
 
     # environment and runtime
     def runtime(self) -> None:
-        import openvino as ov
-
-        from inference.devices import available_devices
-
         env = self.report.environment
         env["program"] = (f"bundle {Path(sys.executable).resolve().parent}" if getattr(sys, "frozen", False)
                           else f"source, Python {platform.python_version()} ({sys.executable})")
         env["system"] = f"{platform.system()} {platform.release()} {platform.machine()}"
         env["configuration"] = f"data {self.config.data_dir}; packs {self.config.packs_dir}; node {self.config.ae_title} " \
                                f"on {self.config.bind}:{self.config.port}"
-        env["openvino"] = ov.get_version()
 
         def check() -> tuple[str, str]:
+            import openvino as ov
+
+            from inference.devices import available_devices
+
+            env["openvino"] = ov.get_version()
             self.core = ov.Core()  # no compile cache: compile times below are honest
             self.devices = [d for d in available_devices(self.core)
                             if self.options.devices is None or d.name in self.options.devices]
@@ -421,11 +421,11 @@ class _Runner:
         self.guarded("data folder", check)
 
     def packs(self) -> None:
-        from inference.errors import PackError
-        from inference.packs import load_pack
-
         for name in MODEL_NAMES:
             def check(name: str = name) -> tuple[str, str]:
+                from inference.errors import PackError
+                from inference.packs import load_pack
+
                 pack_dir = self.config.packs_dir / name
                 if not pack_dir.is_dir():
                     raise PackError(name, f"not installed in {self.config.packs_dir}")
@@ -461,12 +461,11 @@ class _Runner:
         return None
 
     def _chexnet(self, device: Any) -> None:
-        from inference.chexnet import Chexnet
-        from inference.cxr_input import load_cxr
-
         state: dict[str, Any] = {}
 
         def compile_() -> tuple[str, str]:
+            from inference.chexnet import Chexnet
+
             t0 = time.perf_counter()
             model = Chexnet(self.loaded["chexnet"], self.core, device=device.name)
             state["compile"] = time.perf_counter() - t0
@@ -481,6 +480,8 @@ class _Runner:
             return
 
         def run() -> tuple[str, str]:
+            from inference.cxr_input import load_cxr
+
             model = state["model"]
             try:
                 image = load_cxr(self.cxr_path)
@@ -507,12 +508,11 @@ class _Runner:
         self.guarded(f"run chexnet on {device.name}", run)
 
     def _blastct(self, device: Any) -> None:
-        from inference.blastct import BlastCt
-        from inference.ct_volume import load_ct_series
-
         state: dict[str, Any] = {}
 
         def compile_() -> tuple[str, str]:
+            from inference.blastct import BlastCt
+
             t0 = time.perf_counter()
             model = BlastCt(self.loaded["blast-ct"], self.core, device=device.name, members=self.options.blastct_members)
             state["compile"] = time.perf_counter() - t0
@@ -526,6 +526,8 @@ class _Runner:
             return
 
         def run() -> tuple[str, str]:
+            from inference.ct_volume import load_ct_series
+
             model = state["model"]
             volume = load_ct_series(self.ct_paths)
             t0 = time.perf_counter()
@@ -548,11 +550,11 @@ class _Runner:
         self.guarded(f"run blast-ct on {device.name}", run)
 
     def node(self) -> None:
-        from app.store import StudyStore
-        from dicom_node.scp import StorageSCP
-        from dicom_node.scu import echo, send_files
-
         def check() -> tuple[str, str]:
+            from app.store import StudyStore
+            from dicom_node.scp import StorageSCP
+            from dicom_node.scu import echo, send_files
+
             if self.cxr_path is None:
                 return FAIL, "no sample to send"
             store_dir = self.work / "node-data"
