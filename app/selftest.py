@@ -543,8 +543,8 @@ class _Runner:
                 return FAIL, why
             compile_s = float(out.timings.get("compile", state["compile"]))
             self.report.latencies.append(Latency("blast-ct", device.name, device.full_name, compile_s, took, took, 1,
-                                                 f"{out.members} members x {out.tiles_run} tile(s) of {out.tile} mm"))
-            return PASS, (f"{out.members} members, {out.tiles_run} tile(s) each, labels on {out.labels.shape[0]} slices; "
+                                                 f"{out.members} member(s) x {out.tiles_run} tile(s) of {out.tile} mm"))
+            return PASS, (f"{out.members} member(s), {out.tiles_run} tile(s) each, labels on {out.labels.shape[0]} slices; "
                           f"{took:.1f} s per study (this phantom)")
 
         self.guarded(f"run blast-ct on {device.name}", run)

@@ -3,8 +3,9 @@ packages, unpack it as IT would, install it into a staging root, and run the *fr
 self-test without a network, headless node receiving from DCMTK storescu, the desktop under
 Xvfb (screenshot in tests/artifacts/).
 
-One build per session (module fixture); the PyInstaller work folder is build/bundle-test so a
-local re-run is incremental. Timings and sizes go to tests/artifacts/packaging.json.
+One build per module (fixture) in a temporary work folder, so concurrent runs never share
+PyInstaller's cache; set FIRSTLOOK_BUNDLE_WORK to a folder to make local re-runs incremental.
+Timings and sizes go to tests/artifacts/packaging.json.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -36,7 +38,6 @@ from tests.node_helpers import dcmtk, dcmtk_env
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ARTIFACTS = REPO / "tests" / "artifacts"
-WORK = REPO / "build" / "bundle-test"
 PREFIX = "/opt/firstlook"
 # Guards against bloat (e.g. torch or a second Qt creeping in); measured ~170 / ~400 MiB.
 MAX_PACKED_MIB = 260
@@ -87,11 +88,12 @@ def _tree_bytes(root: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def bundle(packs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+def bundle(packs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
     out = tmp_path_factory.mktemp("dist")
+    work = Path(os.environ.get("FIRSTLOOK_BUNDLE_WORK") or tmp_path_factory.mktemp("bundle-work"))
     t0 = time.monotonic()
     done = subprocess.run([sys.executable, str(REPO / "packaging" / "build_bundle.py"), "--packs", str(packs_dir),
-                           "--out", str(out), "--work", str(WORK)], cwd=REPO, capture_output=True, text=True,
+                           "--out", str(out), "--work", str(work)], cwd=REPO, capture_output=True, text=True,
                           timeout=1500)
     build_s = time.monotonic() - t0
     assert done.returncode == 0, f"bundle build failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
@@ -107,7 +109,10 @@ def bundle(packs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     assert installed.returncode == 0, installed.stdout + installed.stderr
     timings = {"build_s": round(build_s, 1), "unpack_and_install_s": round(time.monotonic() - t1, 1)}
     _record("timings", timings)
-    return Bundle(archives[0], unpacked, root, timings)
+    yield Bundle(archives[0], unpacked, root, timings)
+    # About 2 GB per run; pytest keeps several base temp folders, so free it now.
+    for folder in (out, unpack_dir, root, *([] if os.environ.get("FIRSTLOOK_BUNDLE_WORK") else [work])):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _config(tmp_path: Path, **extra: object) -> Path:
@@ -290,7 +295,8 @@ def test_frozen_headless_receives_from_storescu_analyses_and_lists_the_study(bun
             proc.kill()
             proc.wait()
     text = log.read_text()
-    shutil.copy2(log, ARTIFACTS / "headless-frozen.log") if ARTIFACTS.is_dir() else None
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(log, ARTIFACTS / "headless-frozen.log")
     assert proc.returncode == 0 and "stopped cleanly" in text and "Traceback" not in text, text[-4000:]
     assert "model chexnet 1.0.0 ready" in text and "model blast-ct" in text
     listed = subprocess.run([str(bundle.program), "--config", str(config), "studies", "--json"], capture_output=True,
