@@ -335,12 +335,24 @@ class _Runner:
         self.guarded("openvino runtime", check)
         env["devices"] = ", ".join(f"{d.name} = {d.full_name}" for d in self.devices) or "none"
         if self.core is not None and not any(d.name.startswith("GPU") for d in self.devices):
+            plugin = self._gpu_plugin_state()
             render = sorted(Path("/dev/dri").glob("renderD*")) if Path("/dev/dri").is_dir() else []
             if render and self.options.devices is None:
-                self.add("intel gpu", WARN, f"{render[0]} exists but OpenVINO lists no GPU: install the Intel GPU compute "
-                         "runtime (intel-opencl-icd) and add the user to the 'render' group; models run on CPU")
+                self.add("intel gpu", WARN, f"{render[0]} exists but OpenVINO lists no GPU ({plugin}): install the Intel "
+                         "GPU compute runtime (intel-opencl-icd) and add the user to the 'render' group; models run on CPU")
             else:
-                self.add("intel gpu", INFO, "no GPU render node on this machine; models run on CPU")
+                self.add("intel gpu", INFO, f"no GPU render node on this machine; models run on CPU ({plugin})")
+
+    def _gpu_plugin_state(self) -> str:
+        """Tell 'GPU plugin missing from the install' from 'no GPU driver' (libOpenCL.so.1)."""
+        try:
+            self.core.get_versions("GPU")
+        except Exception as exc:
+            text = str(exc).strip().splitlines()[-1] if str(exc).strip() else exc.__class__.__name__
+            if "Cannot load library" in text and '": ' in text:
+                return "GPU plugin bundled, cannot load here: " + text.split('": ', 1)[1][:200]
+            return f"GPU plugin not usable: {text[:200]}"
+        return "GPU plugin bundled and loads; no GPU device found"
 
     def decoders(self) -> None:
         """Each pylibjpeg decoder the bundle must carry decodes a sample it (or Pillow) encoded."""

@@ -240,6 +240,10 @@ def test_frozen_self_test_passes_without_network(bundle: Bundle, tmp_path: Path)
     lines = done.stdout.splitlines()
     assert any(line.startswith("RESULT: PASS") for line in lines), done.stdout
     assert any("program: bundle" in line for line in lines)
+    gpu = [line for line in lines if line[6:].startswith("intel gpu")] or [line for line in lines if "GPU" in line]
+    # The GPU plugin ships and OpenVINO finds it: it either loads (a GPU or at least its driver
+    # is here) or fails only for want of the machine's OpenCL driver, never "not registered".
+    assert any("GPU plugin bundled" in line or "PASS  compile chexnet on GPU" in line for line in gpu), gpu
     assert any(f"packs {bundle.program.parent / '_internal' / 'model-packs'}" in line for line in lines), done.stdout
     assert "Traceback" not in done.stderr
     for model in MODEL_NAMES:
