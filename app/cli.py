@@ -114,7 +114,14 @@ def _studies(config: Config, as_json: bool) -> int:
     store = StudyStore(config.data_dir)
     studies = store.list_studies()
     if as_json:
-        sys.stdout.write(json.dumps([s.to_json() for s in studies], indent=2) + "\n")
+        import datetime
+
+        rows = []
+        for s in studies:
+            row = s.to_json()
+            row["received"] = datetime.datetime.fromtimestamp(s.first_received).astimezone().isoformat(timespec="seconds")
+            rows.append(row)
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return 0
     if not studies:
         sys.stdout.write("no studies stored\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -100,7 +101,11 @@ def run_headless(config: Config) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = Service(config)
+    try:
+        service = Service(config)
+    except (OSError, sqlite3.Error) as exc:
+        log.error("cannot open the data directory %s: %s", config.data_dir, exc)
+        return 1
     stop = threading.Event()
 
     def _signal(signum: int, _frame: FrameType | None) -> None:

@@ -65,6 +65,7 @@ def test_headless_receives_from_storescu_and_stops_cleanly_on_sigterm(tmp_path: 
     (study,) = json.loads(listed.stdout)
     assert study["study_uid"] == study_uid and study["n_instances"] == 3 and study["calling_ae"] == "CT01" and study["patient_id"] == "1CT1"
     assert study["modalities"] == "CT" and study["n_series"] == 3
+    assert study["patient_name"] == "CompressedSamples^CT1" and study["received"][:4].isdigit()
     table = firstlook("--data-dir", str(data), "studies", config=config_file)
     assert "CompressedSamples^CT1" in table.stdout and "CT01" in table.stdout
 
@@ -81,6 +82,15 @@ def test_headless_warns_loudly_without_allow_list_and_reports_busy_port(tmp_path
     assert done.returncode == 1
     assert "NO CALLING-AE ALLOW-LIST" in done.stderr
     assert "cannot listen on" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_headless_with_an_unusable_data_dir_says_so(tmp_path: Path, config_file: Path) -> None:
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("x")
+    done = firstlook("--headless", "--data-dir", str(blocker / "data"), "--port", str(free_port()),
+                     config=config_file, timeout=60)
+    assert done.returncode == 1
+    assert "cannot open the data directory" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_reindex_rebuilds_a_deleted_index(tmp_path: Path, config_file: Path) -> None:
