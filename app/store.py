@@ -427,17 +427,24 @@ class StudyStore:
 
     # -- receiving -----------------------------------------------------------------------
     def store_instance(self, data: bytes | Path, calling_ae: str = "", peer: str = "",
-                       received_at: float | None = None) -> StoredInstance:
+                       received_at: float | None = None, sop_uid_hint: str = "") -> StoredInstance:
         """Durably store one encoded instance (Part 10 bytes, or a file to copy in).
 
         Returns only when the bytes are fsynced under their final name (file and directory)
         and the index row is committed. For bytes, the header parse and the hash run while
         the file's fsync is in flight on a helper thread: the fsync is the longest step and
         releases the GIL, so they come for free.
+
+        ``sop_uid_hint`` (the C-STORE's Affected SOP Instance UID) lets an identical re-send
+        (a PACS pushing a study again) be recognised before anything is written.
         """
         received_at = time.time() if received_at is None else received_at
         if isinstance(data, Path):
             return self._store_file(data, calling_ae, peer, received_at)
+        if sop_uid_hint:
+            duplicate = self._known_duplicate(data, sop_uid_hint)
+            if duplicate is not None:
+                return duplicate
         size = len(data)
         self.check_space(size)
         tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
@@ -464,6 +471,18 @@ class StudyStore:
             raise OutOfResources(f"cannot index {header.sop_uid if header else 'an instance'}: {exc}") from exc
         finally:
             _discard(tmp)
+
+    def _known_duplicate(self, data: bytes, sop_uid: str) -> StoredInstance | None:
+        row = self._conn().execute("SELECT path, sha256 FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+        if row is None or hashlib.sha256(data).hexdigest() != row["sha256"]:
+            return None
+        path = self.data_dir / row["path"]
+        if not path.is_file():
+            return None
+        header = read_header(data)  # identical bytes to an indexed instance: valid by construction
+        if header.sop_uid != sop_uid or self.instance_path(header) != path:
+            return None
+        return StoredInstance(header, path, "duplicate")
 
     def _store_file(self, source: Path, calling_ae: str, peer: str, received_at: float) -> StoredInstance:
         with open(source, "rb") as fh:

@@ -309,7 +309,8 @@ class StorageSCP:
                 spooled = Path(event.dataset_path)
                 stored = self.store.store_instance(spooled, calling_ae=calling_ae, peer=peer)
             else:
-                stored = self.store.store_instance(_part10_bytes(event, calling_ae), calling_ae=calling_ae, peer=peer)
+                stored = self.store.store_instance(_part10_bytes(event, calling_ae), calling_ae=calling_ae, peer=peer,
+                                                   sop_uid_hint=str(event.request.AffectedSOPInstanceUID or ""))
         except UnreadableDataset as exc:
             return self._fail(STATUS_CANNOT_UNDERSTAND, exc, calling_ae, peer)
         except MissingUID as exc:

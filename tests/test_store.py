@@ -125,3 +125,19 @@ def test_stored_file_is_a_part10_file_with_the_header_indexed(data_dir: Path, tm
     (row,) = store.instance_rows()
     assert row["transfer_syntax"] == "1.2.840.10008.1.2.1" and row["instance_number"] == 1
     assert oct(stored.path.parent.parent.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_identical_resend_is_recognised_before_writing(data_dir: Path, tmp_path: Path) -> None:
+    (f,) = ct_files(tmp_path / "in", 1)
+    data = f.read_bytes()
+    store = StudyStore(data_dir)
+    first = store.store_instance(data)
+    before = first.path.stat()
+    # A tmp dir that cannot be written proves the duplicate path writes nothing.
+    store.tmp_dir.rmdir()
+    store.tmp_dir.write_bytes(b"")
+    again = store.store_instance(data, sop_uid_hint=first.header.sop_uid)
+    assert again.outcome == "duplicate" and again.path == first.path
+    assert first.path.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(OutOfResources):  # without the hint the bytes are written first
+        store.store_instance(data)
