@@ -46,6 +46,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -131,6 +132,7 @@ class StorageSCP:
         self._allow_ip = [ipaddress.ip_network(ip, strict=False) for ip in config.allow_ip]
         self._poll_s = poll_s
         self._chunked = chunked
+        self._chunked_before = False
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -185,8 +187,7 @@ class StorageSCP:
         ]
         self._stopping = False
         if self._chunked:
-            from pynetdicom import _config as pynetdicom_config
-
+            self._chunked_before = pynetdicom_config.STORE_RECV_CHUNKED_DATASET
             pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
         server = self.ae.make_server((self.config.bind, self.config.port), evt_handlers=handlers,
                                      server_class=_Server)
@@ -222,6 +223,8 @@ class StorageSCP:
             time.sleep(0.02)
         self._server = None
         self._thread = None
+        if self._chunked:
+            pynetdicom_config.STORE_RECV_CHUNKED_DATASET = self._chunked_before
         log.info("DICOM node %s stopped", self.config.ae_title)
 
     # -- association policy -------------------------------------------------------------
@@ -305,8 +308,11 @@ class StorageSCP:
         peer = self._peer(event)
         spooled: Path | None = None
         try:
-            if self._chunked:
-                spooled = Path(event.dataset_path)
+            # pynetdicom spooled the dataset to a temporary file when its process-wide chunked
+            # flag is on (set by this or any other SCP in the process); handle both cases.
+            path = getattr(event.request, "_dataset_path", None)
+            if path is not None:
+                spooled = Path(path)
                 stored = self.store.store_instance(spooled, calling_ae=calling_ae, peer=peer)
             else:
                 stored = self.store.store_instance(_part10_bytes(event, calling_ae), calling_ae=calling_ae, peer=peer,

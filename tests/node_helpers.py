@@ -112,7 +112,7 @@ class Node:
         return predicate()
 
 
-def start_node(data_dir: Path, **config_kwargs: object) -> Node:
+def start_node(data_dir: Path, chunked: bool = False, **config_kwargs: object) -> Node:
     port = free_port()
     kwargs: dict[str, object] = {"data_dir": data_dir, "port": port, "min_free_mb": 0, "quiet_period_s": 1.0}
     kwargs.update(config_kwargs)
@@ -130,7 +130,7 @@ def start_node(data_dir: Path, **config_kwargs: object) -> Node:
     scp = StorageSCP(config, store, hub,
                      on_instance=lambda stored, assoc: tracker.instance_arrived(
                          stored.header.study_uid, stored.header.series_uid, assoc),
-                     on_association_end=tracker.association_ended)
+                     on_association_end=tracker.association_ended, chunked=chunked)
     node = Node(scp, store, hub, tracker, port, ready=ready)
     hub.subscribe(node.events.append)
     tracker.start()

@@ -388,3 +388,18 @@ def test_association_beyond_the_limit_is_rejected_and_logged(data_dir: Path, tmp
         for assoc in held:
             assoc.release()
         stop_node(n)
+
+
+def test_chunked_receive_mode_stores_the_same(data_dir: Path, tmp_path: Path) -> None:
+    """The benchmark's alternative receive path (pynetdicom spools to a temp file)."""
+    from pynetdicom import _config as pynetdicom_config
+
+    n = start_node(data_dir, chunked=True)
+    try:
+        sent = [fresh_uids(pydicom_file(name), tmp_path) for name in ("CT_small.dcm", "JPEG2000.dcm")]
+        assert send_files("127.0.0.1", n.port, n.ae, sent) == [0, 0]
+        for path in sent:
+            assert_same_instance(path, stored_path(n, pydicom.dcmread(path, stop_before_pixels=True)))
+    finally:
+        stop_node(n)
+    assert pynetdicom_config.STORE_RECV_CHUNKED_DATASET is False  # the process-wide flag is restored
