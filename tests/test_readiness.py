@@ -30,16 +30,17 @@ def test_quiet_period_counts_from_the_last_instance() -> None:
     tracker.start()
     try:
         start = time.monotonic()
-        for _ in range(4):
+        for i in range(4):
+            if i:
+                time.sleep(0.2)
+            last = time.monotonic()
             tracker.instance_arrived("1.2", "1.2.3", association="A")
-            time.sleep(0.2)
-        last = time.monotonic() - 0.2
-        got.wait(1)
+        got.wait(1, timeout=3)
         assert len(got.events) == 1
         when, event, thread = got.events[0]
         assert event == SeriesReady("1.2", "1.2.3", "quiet period")
-        assert 0.35 <= when - last <= 0.7
-        assert when - start > 0.8  # not ready in the middle of the burst
+        assert 0.39 <= when - last <= 1.0
+        assert when - start > 0.99  # not ready in the middle of the burst
         assert thread == "series-readiness"
     finally:
         tracker.stop()
@@ -57,7 +58,7 @@ def test_release_makes_ready_at_once_but_only_when_the_last_carrier_is_released(
         tracker.association_ended("A", released=True)
         got.wait(1)
         assert [e.series_uid for _, e, _ in got.events] == ["1.2.4"]  # 1.2.3 still arriving on B
-        assert got.events[0][0] - released < 0.2
+        assert got.events[0][0] - released < 0.5
         tracker.association_ended("B", released=True)
         got.wait(2)
         assert [(e.series_uid, e.why) for _, e, _ in got.events] == [("1.2.4", "association released"),
