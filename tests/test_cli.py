@@ -93,7 +93,8 @@ def test_headless_with_an_unusable_data_dir_says_so(tmp_path: Path, config_file:
     assert "cannot open the data directory" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_reindex_rebuilds_a_deleted_index(tmp_path: Path, config_file: Path) -> None:
+@pytest.mark.parametrize("damage", ["deleted", "corrupted"])
+def test_reindex_rebuilds_a_lost_index(tmp_path: Path, config_file: Path, damage: str) -> None:
     from app.store import StudyStore
 
     data = tmp_path / "data"
@@ -103,6 +104,8 @@ def test_reindex_rebuilds_a_deleted_index(tmp_path: Path, config_file: Path) -> 
     store.close()
     for part in data.glob("index.sqlite3*"):
         part.unlink()
+    if damage == "corrupted":
+        (data / "index.sqlite3").write_bytes(b"SQLite format 3\x00" + b"\xde\xad" * 4000)
     done = firstlook("--data-dir", str(data), "reindex", config=config_file)
     assert done.returncode == 0, done.stderr
     assert "reindexed 2 instance(s)" in done.stdout
