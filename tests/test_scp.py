@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filewriter import write_dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 from pynetdicom import AE
@@ -65,7 +65,7 @@ def encode_body(ds: Dataset) -> bytes:
     ds = ds.copy()
     if hasattr(ds, "file_meta"):
         del ds.file_meta
-    write_dataset(pydicom.filebase.DicomFileLike(buf) if False else _dfl(buf), ds)
+    write_dataset(_dfl(buf), ds)
     return buf.getvalue()
 
 
