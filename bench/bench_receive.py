@@ -317,12 +317,14 @@ def main() -> int:
     ap.add_argument("--chunked", action="store_true", help="FirstLook uses pynetdicom's chunked receive")
     ap.add_argument("--index-sync", default="NORMAL", choices=["NORMAL", "FULL"],
                     help="SQLite synchronous mode of the index (FULL: one more fsync per instance)")
+    ap.add_argument("--workdir", type=Path, help="put the series and the receivers' data here, e.g. /dev/shm "
+                    "(tmpfs: fsync is free, so this shows the receive path without the disk)")
     ap.add_argument("--naive", action="store_true",
                     help="also run a naive pynetdicom handler (decode + save_as, no fsync) for context")
     ap.add_argument("--no-fsync", action="store_true",
                     help="what-if: FirstLook without any fsync, to show what durability costs (not a real mode)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="firstlook-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="firstlook-bench-", dir=args.workdir) as tmp:
         work = Path(tmp)
         files = make_series(work / "series", args.slices)
         size = sum(f.stat().st_size for f in files)
