@@ -8,7 +8,9 @@ pipeline down.
 from __future__ import annotations
 
 import logging
+import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,18 @@ def _not_analysed(series_uid: str, study_uid: str, reason: str, **extra: Any) ->
 def _failed(series_uid: str, study_uid: str, reason: str, **extra: Any) -> AnalysisResult:
     return AnalysisResult(series_uid=series_uid, study_uid=study_uid, status="failed", priority="failed",
                           reason=reason, summary=f"failed: {reason}", **extra)
+
+
+def _save_npz(store: StudyStore, target: Path, **arrays: Any) -> None:
+    """Write an overlay under a temporary name in the store's tmp dir (cleared at start) and
+    rename it into place: a crash mid-write never leaves a truncated overlay behind a result."""
+    tmp = store.tmp_dir / f"{uuid.uuid4().hex}.part"
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _thresholds(config: Config, model: str, pack_thresholds: dict[str, float]) -> dict[str, float]:
@@ -127,7 +141,7 @@ class SeriesAnalyser:
         out = model.analyse(image)
         overlay_dir = self.store.result_overlay_dir(series_uid)
         labels = list(out.probabilities)
-        np.savez_compressed(overlay_dir / "cam.npz", cam=out.cam, labels=np.array(labels))
+        _save_npz(self.store, overlay_dir / "cam.npz", cam=out.cam, labels=np.array(labels))
         sop = pydicom.dcmread(chosen, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
         result = AnalysisResult(
             series_uid=series_uid, study_uid=study_uid, status="done", priority="routine",
@@ -146,8 +160,8 @@ class SeriesAnalyser:
         decode = time.perf_counter() - t0
         out = model.analyse(volume)
         overlay_dir = self.store.result_overlay_dir(series_uid)
-        np.savez_compressed(overlay_dir / "labels.npz", labels=out.labels, sop_uids=np.array(volume.sop_uids),
-                            classes=np.array(BLAST_CT_CLASSES))
+        _save_npz(self.store, overlay_dir / "labels.npz", labels=out.labels, sop_uids=np.array(volume.sop_uids),
+                  classes=np.array(BLAST_CT_CLASSES))
         volumes = {k: float(v) for k, v in out.volumes_ml.items()}
         result = AnalysisResult(
             series_uid=series_uid, study_uid=study_uid, status="done", priority="routine",

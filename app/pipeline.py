@@ -14,6 +14,7 @@ from typing import Any
 
 from app.analysis import SeriesAnalyser, _failed
 from app.config import Config
+from app.crashpoints import crash_point
 from app.events import AnalysisStarted, EventHub, ResultStored
 from app.model_registry import ModelRegistry, ModelStatus
 from app.store import StudyStore
@@ -92,8 +93,9 @@ class Pipeline:
                 log.warning("job for unknown series %s dropped", job.series_uid)
                 self.store.finish_job(job.series_uid)
                 return
+        crash_point("mid-analysis")
         self.store.save_result(result)
-        self.store.finish_job(job.series_uid)
+        self.store.finish_job(job.series_uid, job.instance_count)
         log.info("series %s: %s (%s) %s", job.series_uid, result.priority, result.status, result.summary)
         self.hub.publish(ResultStored(job.study_uid, job.series_uid, result.priority))
 

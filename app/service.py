@@ -69,6 +69,14 @@ class Service:
             self.store.adopt_unindexed()
         self._running_marker.write_text(f"{os.getpid()}\n")
         self.pipeline.start()  # re-queues jobs a crash left running
+        # Readiness lives in memory: series received before a crash whose release or quiet
+        # period never came (or that grew after their last analysis) start a quiet period now.
+        unready = self.store.series_needing_analysis()
+        for study_uid, series_uid in unready:
+            self.readiness.instance_arrived(study_uid, series_uid)
+        if unready:
+            log.warning("%d series received before the last stop were never analysed; queued after the quiet period",
+                        len(unready))
         self.readiness.start()
         self._started = True
         try:

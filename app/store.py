@@ -32,6 +32,7 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 
+from app.crashpoints import crash_point
 from app.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -463,6 +464,7 @@ class StudyStore:
                     synced.result()  # re-raises the fsync's OSError
             finally:
                 os.close(fd)
+            crash_point("after-fsync")
             final = self.instance_path(header)
             return self._finish(header, tmp, final, sha, size, calling_ae, peer, received_at)
         except OSError as exc:
@@ -513,6 +515,7 @@ class StudyStore:
             stored = self._commit(header, tmp, final, sha, size, calling_ae, peer, received_at)
         # The new name becomes durable here, before the caller acknowledges. Outside the
         # lock, so concurrent associations' directory fsyncs share journal commits.
+        crash_point("after-index")
         if stored.outcome != "duplicate":
             _fsync_dir(final.parent)
         return stored
@@ -565,6 +568,7 @@ class StudyStore:
             _fsync_dir(final.parent.parent)
             _fsync_dir(self.studies_dir)
         os.replace(tmp, final)
+        crash_point("after-rename")
         if existing is not None and existing != final:
             # Same SOP Instance UID re-sent under another study/series: the old name is superseded.
             existing.unlink(missing_ok=True)
@@ -711,6 +715,11 @@ class StudyStore:
                 return True
             if row["state"] == "pending":
                 conn.execute("UPDATE jobs SET instance_count=? WHERE series_uid=?", (series.n_instances, series_uid))
+            elif row["state"] == "running" and row["instance_count"] != series.n_instances:
+                # Instances arrived while the series was being analysed: the running job may
+                # not see them, so finish_job puts it back in the queue instead of 'done'.
+                conn.execute("UPDATE jobs SET instance_count=? WHERE series_uid=?", (series.n_instances, series_uid))
+                return True
             return False
 
     def claim_job(self) -> Job | None:
@@ -722,10 +731,29 @@ class StudyStore:
                 (time.time(),)).fetchone()
         return Job(**dict(row)) if row else None
 
-    def finish_job(self, series_uid: str) -> None:
+    def finish_job(self, series_uid: str, claimed_count: int | None = None) -> None:
+        """Mark a job done; with ``claimed_count`` (the job's instance count when claimed), a job
+        whose series grew meanwhile goes back to pending so the new instances get analysed."""
         with self._write_lock:
-            self._conn().execute("UPDATE jobs SET state='done', finished_at=? WHERE series_uid=?",
-                                 (time.time(), series_uid))
+            if claimed_count is None:
+                self._conn().execute("UPDATE jobs SET state='done', finished_at=? WHERE series_uid=?",
+                                     (time.time(), series_uid))
+                return
+            self._conn().execute(
+                "UPDATE jobs SET state=CASE WHEN instance_count=? THEN 'done' ELSE 'pending' END, finished_at=?,"
+                " attempts=CASE WHEN instance_count=? THEN attempts ELSE 0 END WHERE series_uid=?",
+                (claimed_count, time.time(), claimed_count, series_uid))
+
+    def series_needing_analysis(self) -> list[tuple[str, str]]:
+        """(study, series) pairs with stored instances but no queued job, or whose last finished
+        job saw fewer instances than are stored now. After an unclean stop these are series
+        whose readiness was only in memory (the quiet period or the release never came)."""
+        rows = self._conn().execute(
+            """SELECT se.study_uid, se.series_uid FROM series se LEFT JOIN jobs j ON j.series_uid = se.series_uid
+               WHERE EXISTS (SELECT 1 FROM instances i WHERE i.series_uid = se.series_uid)
+                 AND (j.series_uid IS NULL OR (j.state = 'done' AND j.instance_count !=
+                      (SELECT count(*) FROM instances i WHERE i.series_uid = se.series_uid)))""").fetchall()
+        return [(r["study_uid"], r["series_uid"]) for r in rows]
 
     def requeue_interrupted_jobs(self) -> int:
         """Jobs left 'running' by a crash go back to pending on start-up."""

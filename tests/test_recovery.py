@@ -1,0 +1,119 @@
+"""Recovery after a crash, piece by piece (the end-to-end SIGKILL harness is test_crash_consistency.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from pydicom.uid import generate_uid
+
+from app.config import Config
+from app.crashpoints import ENV, crash_point
+from app.events import EventHub
+from app.pipeline import Pipeline
+from app.service import Service
+from app.store import StudyStore
+from tests.conftest import free_port
+from tests.dicom_factory import make_ct_slice, write
+
+
+def _slices(tmp: Path, n: int, series: str | None = None, study: str | None = None, modality: str = "MR") -> list[bytes]:
+    study, series = study or generate_uid(), series or generate_uid()
+    return [write(make_ct_slice(np.zeros((16, 16), np.int16), (0, 0, float(i)), instance=i + 1, study_uid=study,
+                                series_uid=series, modality=modality), tmp).read_bytes() for i in range(n)]
+
+
+def test_instances_arriving_during_analysis_are_analysed_after_it(data_dir: Path, tmp_path: Path) -> None:
+    """Before the fix a series that grew while its job ran was marked done with the old count
+    and the new instances were never analysed."""
+    store = StudyStore(data_dir)
+    first, second = _slices(tmp_path / "a", 2), None
+    series = store.store_instance(first[0]).header.series_uid
+    study = store.get_series(series).study_uid
+    assert store.enqueue_job(series)
+    job = store.claim_job()
+    assert job is not None and job.instance_count == 1
+    second = _slices(tmp_path / "b", 1, series=series, study=study)[0]
+    store.store_instance(second)                  # arrives while the job runs
+    assert store.enqueue_job(series) is True      # ready again: noted on the running job
+    store.finish_job(series, job.instance_count)
+    assert store.job_state(series) == "pending"   # not 'done': the new instance is still unseen
+    again = store.claim_job()
+    assert again is not None and again.instance_count == 2 and again.attempts == 1
+    store.finish_job(series, again.instance_count)
+    assert store.job_state(series) == "done"
+    assert store.enqueue_job(series) is False
+
+
+def test_series_whose_readiness_died_with_the_process_is_analysed_after_restart(data_dir: Path, tmp_path: Path) -> None:
+    """Instances stored, then SIGKILL before the release/quiet period made the series ready:
+    nothing in the database said 'ready', so before the fix it was never analysed."""
+    store = StudyStore(data_dir)
+    for data in _slices(tmp_path, 3):
+        stored = store.store_instance(data)
+    series = stored.header.series_uid
+    store.close()
+    (data_dir / "service.running").write_text("1\n")  # the crashed run's marker
+    config = Config(data_dir=data_dir, cache_dir=tmp_path / "cache", packs_dir=tmp_path / "no-packs",
+                    port=free_port(), quiet_period_s=0.3, min_free_mb=0).validate()
+    service = Service(config)
+    assert service.store.series_needing_analysis() == [(stored.header.study_uid, series)]
+    assert service.start()
+    try:
+        end = time.monotonic() + 20
+        while service.store.get_result(series) is None and time.monotonic() < end:
+            time.sleep(0.05)
+        result = service.store.get_result(series)
+        assert result is not None and result.status == "not_analysed"  # MR: no model, with a reason
+        assert service.store.job_state(series) == "done"
+        assert service.store.series_needing_analysis() == []
+    finally:
+        service.stop()
+
+
+def test_overlay_is_written_atomically_and_tmp_cleared(data_dir: Path, tmp_path: Path) -> None:
+    from app.analysis import _save_npz
+
+    store = StudyStore(data_dir)
+    target = store.result_overlay_dir("1.2.3") / "cam.npz"
+    _save_npz(store, target, cam=np.zeros((2, 4, 4), np.uint8))
+    assert np.load(target)["cam"].shape == (2, 4, 4)
+    assert list(store.tmp_dir.iterdir()) == []
+    (store.tmp_dir / "dead.part").write_bytes(b"half an overlay")  # a crash mid-write
+    store.close()
+    assert list(StudyStore(data_dir).tmp_dir.iterdir()) == []
+
+
+def test_crash_points_do_nothing_unless_asked(monkeypatch) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    crash_point("after-rename")
+    monkeypatch.setenv(ENV, "after-rename:0")
+    crash_point("after-rename")
+    pid = os.fork()
+    if pid == 0:  # child: asked to die at this point, it must SIGKILL itself
+        os.environ[ENV] = "mid-analysis:1"
+        crash_point("mid-analysis")
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+
+
+def test_pipeline_requeues_a_grown_series(data_dir: Path, tmp_path: Path) -> None:
+    """Through the real pipeline: the instance count at claim time is what finish_job checks."""
+    store = StudyStore(data_dir)
+    data = _slices(tmp_path, 2)
+    series = store.store_instance(data[0]).header.series_uid
+    store.enqueue_job(series)
+    config = replace(Config(), data_dir=data_dir, packs_dir=tmp_path / "no-packs", cache_dir=tmp_path / "c")
+    pipeline = Pipeline(config, store, EventHub())
+    pipeline.models.load()
+    job = store.claim_job()
+    store.store_instance(data[1])
+    store.enqueue_job(series)
+    pipeline._process(job)
+    assert store.job_state(series) == "pending"
+    pipeline.run_until_idle()
+    assert store.job_state(series) == "done" and len(store.all_results()) == 1
