@@ -65,6 +65,8 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    tls_port: int = 2762   # IANA "dicom-tls"; opened next to ``port`` when tls_cert/tls_key are set
+    tls_only: bool = False  # True: only the TLS port listens (no plaintext DICOM at all)
     log_level: str = "INFO"
 
     def validate(self) -> "Config":
@@ -102,6 +104,17 @@ class Config:
                     raise ConfigError(f"threshold {model}.{label} must be a number >= 0, not {value!r}.")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together.")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ConfigError("tls_ca (client certificate verification) needs tls_cert and tls_key as well.")
+        if not isinstance(self.tls_port, int) or isinstance(self.tls_port, bool) or not 1 <= self.tls_port <= 65535:
+            raise ConfigError(f"tls_port must be a whole number from 1 to 65535, not {self.tls_port!r}.")
+        if not isinstance(self.tls_only, bool):
+            raise ConfigError(f"tls_only must be true or false, not {self.tls_only!r}.")
+        if self.tls_only and self.tls_cert is None:
+            raise ConfigError("tls_only needs tls_cert and tls_key (otherwise nothing would listen).")
+        if self.tls_cert is not None and not self.tls_only and self.tls_port == self.port:
+            raise ConfigError(f"tls_port and port are both {self.port}; give TLS its own port (2762 is usual) "
+                              "or set tls_only = true.")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}.")
         return self

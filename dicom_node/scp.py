@@ -24,6 +24,7 @@ import ipaddress
 import logging
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 import time
@@ -50,9 +51,12 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from app import audit as audit_events
+from app.audit import AssociationAudit, AuditLog
 from app.config import Config
 from app.events import EventHub, InstanceStored
 from app.store import BadUID, MissingUID, OutOfResources, StoredInstance, StudyStore, UnreadableDataset
+from dicom_node.tls import HANDSHAKE_TIMEOUT_S, peer_subject, server_context
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +108,30 @@ class StoreOutcome:
 
 
 class _Server(ThreadedAssociationServer):
-    """pynetdicom's threaded server plus a peer-IP allow-list and a 'stopping' gate,
-    both checked before any DICOM byte is read."""
+    """pynetdicom's threaded server plus a 'stopping' gate checked before any byte is read,
+    and, on the TLS port, the handshake moved off the accept thread.
+
+    pynetdicom 3.0.4 wraps and handshakes each client socket inside ``get_request``, on the one
+    thread that accepts connections and with no timeout: one peer that connects and sends
+    nothing would stop every later connection. Here the accept thread only accepts; the
+    handshake runs on the connection's own thread with ``HANDSHAKE_TIMEOUT_S``."""
 
     node: "StorageSCP"
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        assert self.socket is not None
+        return self.socket.accept()
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
         return self.node._accept_connection(host)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            request = self.node._tls_handshake(self.ssl_context, request, client_address)
+            if request is None:
+                return
+        super().process_request_thread(request, client_address)
 
 
 class StorageSCP:
@@ -121,13 +141,18 @@ class StorageSCP:
                  on_instance: Callable[[StoredInstance, Hashable], None] | None = None,
                  on_association_end: Callable[[Hashable, bool], None] | None = None,
                  max_pdu: int = DEFAULT_MAX_PDU, poll_s: float | None = DEFAULT_POLL_S,
-                 chunked: bool = False) -> None:
+                 chunked: bool = False, audit: AuditLog | None = None) -> None:
         """``chunked`` switches to pynetdicom's stream-to-temporary-file receive; it sets a
         process-wide pynetdicom flag and measured slower (bench/bench_receive.py), so it exists
-        for comparison only."""
+        for comparison only. The audit log defaults to the store's data dir: a node never runs
+        without recording who sent what. A TLS file problem raises ``ConfigError``."""
         self.config = config
         self.store = store
         self.hub = hub
+        self.audit = audit if audit is not None else AuditLog(store.data_dir)
+        self._ssl_context = server_context(config)
+        self._sessions: dict[int, AssociationAudit] = {}
+        self._sessions_lock = threading.Lock()
         self._on_instance = on_instance
         self._on_association_end = on_association_end
         self._allow_ae = [a.strip() for a in config.allow_ae]
@@ -135,8 +160,9 @@ class StorageSCP:
         self._poll_s = poll_s
         self._chunked = chunked
         self._chunked_before = False
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: _Server | None = None      # the plaintext server, or the TLS one when tls_only
+        self._tls_server: _Server | None = None
+        self._threads: list[threading.Thread] = []
         self._stopping = False
         self._inflight = 0
         self._inflight_cond = threading.Condition()
@@ -165,6 +191,14 @@ class StorageSCP:
         return str(host), int(port)
 
     @property
+    def tls_address(self) -> tuple[str, int] | None:
+        """Where the TLS port listens (None without TLS or before start)."""
+        if self._tls_server is None:
+            return None
+        host, port = self._tls_server.server_address[:2]
+        return str(host), int(port)
+
+    @property
     def running(self) -> bool:
         return self._server is not None
 
@@ -180,6 +214,7 @@ class StorageSCP:
                      self.config.bind)
         handlers = [
             (evt.EVT_CONN_OPEN, self._on_conn_open),
+            (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -191,16 +226,52 @@ class StorageSCP:
         if self._chunked:
             self._chunked_before = pynetdicom_config.STORE_RECV_CHUNKED_DATASET
             pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
-        server = self.ae.make_server((self.config.bind, self.config.port), evt_handlers=handlers,
-                                     server_class=_Server)
-        server.node = self
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="dicom-scp-accept", daemon=True)
-        self._thread.start()
-        host, port = self.address
-        log.info("DICOM node %s listening on %s:%d (max %d associations)", self.config.ae_title, host, port,
-                 self.config.max_associations)
+        listen: list[tuple[int, ssl.SSLContext | None]] = []
+        if not (self.config.tls_only and self._ssl_context is not None):
+            listen.append((self.config.port, None))
+        if self._ssl_context is not None:
+            listen.append((self.config.tls_port, self._ssl_context))
+        try:
+            for port, context in listen:
+                server = self.ae.make_server((self.config.bind, port), evt_handlers=handlers,
+                                             ssl_context=context, server_class=_Server)
+                server.node = self
+                server.daemon_threads = True
+                if context is not None:
+                    self._tls_server = server
+                if self._server is None:
+                    self._server = server
+                thread = threading.Thread(target=server.serve_forever, daemon=True,
+                                          name="dicom-scp-accept-tls" if context else "dicom-scp-accept")
+                thread.start()
+                self._threads.append(thread)
+        except OSError:
+            self._close_servers()
+            raise
+        for server in self._servers():
+            host, port = server.server_address[:2]
+            if server.ssl_context is None:
+                log.info("DICOM node %s listening on %s:%d (max %d associations)", self.config.ae_title, host, port,
+                         self.config.max_associations)
+            else:
+                log.info("DICOM node %s listening with TLS on %s:%d (%s)", self.config.ae_title, host, port,
+                         "client certificates from tls_ca required" if self.config.tls_ca
+                         else "no client certificate required")
+        if self._ssl_context is not None and not self.config.tls_only:
+            log.warning("plaintext DICOM is also open on port %d; set tls_only = true once every sender uses TLS",
+                        self.config.port)
+
+    def _servers(self) -> list[_Server]:
+        return [s for s in dict.fromkeys([self._server, self._tls_server]) if s is not None]
+
+    def _close_servers(self) -> None:
+        for server in self._servers():
+            socketserver.BaseServer.shutdown(server)  # ends serve_forever (the AE never registered it)
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._server = self._tls_server = None
+        self._threads = []
 
     def stop(self, timeout: float = 30.0) -> None:
         """Refuse new work, let in-flight C-STOREs finish their write, then close everything."""
@@ -214,17 +285,19 @@ class StorageSCP:
                 self._inflight_cond.wait(max(0.0, deadline - time.monotonic()))
             if self._inflight:
                 log.error("%d C-STORE write(s) still running after %.0f s; stopping anyway", self._inflight, timeout)
-        for assoc in list(server.active_associations):
-            assoc.abort()  # nothing un-acknowledged is lost: the sender still holds it and retries
-        socketserver.BaseServer.shutdown(server)  # ends serve_forever (the AE never registered it)
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        servers = self._servers()
+        for srv in servers:
+            for assoc in list(srv.active_associations):
+                assoc.abort()  # nothing un-acknowledged is lost: the sender still holds it and retries
+        self._close_servers()
         end = time.monotonic() + 5
-        while server.active_associations and time.monotonic() < end:
+        while any(srv.active_associations for srv in servers) and time.monotonic() < end:
             time.sleep(0.02)
-        self._server = None
-        self._thread = None
+        with self._sessions_lock:
+            left = list(self._sessions.values())
+            self._sessions.clear()
+        for session in left:
+            self.audit.append(audit_events.ASSOCIATION, **session.fields("node stopped"))
         if self._chunked:
             pynetdicom_config.STORE_RECV_CHUNKED_DATASET = self._chunked_before
         log.info("DICOM node %s stopped", self.config.ae_title)
@@ -234,16 +307,60 @@ class StorageSCP:
         if self._stopping:
             log.info("connection from %s refused: node is stopping", host)
             return False
+        return True
+
+    def _ip_allowed(self, host: str) -> bool:
         if not self._allow_ip:
             return True
         try:
             addr = ipaddress.ip_address(host)
         except ValueError:
             return False
-        if any(addr in net for net in self._allow_ip):
-            return True
-        log.warning("connection from %s refused: address not in allow_ip", host)
-        return False
+        return any(addr in net for net in self._allow_ip)
+
+    def _tls_handshake(self, context: ssl.SSLContext, sock: socket.socket, client_address: Any) -> ssl.SSLSocket | None:
+        """Handshake on the connection's thread, bounded in time; a failure (plaintext client,
+        no or untrusted client certificate, old protocol) closes the connection and is audited."""
+        host, port = (client_address[0], int(client_address[1])) if isinstance(client_address, tuple) \
+            else (str(client_address), 0)
+        try:
+            sock.settimeout(HANDSHAKE_TIMEOUT_S)
+            tls = context.wrap_socket(sock, server_side=True)
+            tls.settimeout(None)  # pynetdicom expects a blocking socket (it selects before reading)
+            return tls
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc.__class__.__name__
+            if isinstance(exc, (socket.timeout, TimeoutError)):
+                reason = f"no TLS handshake within {HANDSHAKE_TIMEOUT_S:.0f} s"
+            log.warning("TLS connection from %s:%d refused: %s", host, port, reason)
+            self.audit.append(audit_events.TLS_REFUSED, ip=host, port=port, reason=str(reason))
+            try:
+                sock.close()
+            except OSError:
+                pass
+            return None
+
+    def _on_requested(self, event: evt.Event) -> None:
+        """Peer-IP allow-list, checked once the A-ASSOCIATE-RQ is read so that a refused peer
+        gets a real A-ASSOCIATE-RJ (rejected-permanent, service-user, no-reason-given: PS3.8
+        has no "address not allowed" reason) instead of a silently closed connection."""
+        assoc = event.assoc
+        host = str(assoc.requestor.address)
+        if self._ip_allowed(host):
+            return
+        primitive = assoc.requestor.primitive
+        calling = str(getattr(primitive, "calling_ae_title", "") or "").strip()
+        log.warning("association from calling AE %r at %s:%s rejected: address not in allow_ip", calling, host,
+                    assoc.requestor.port)
+        self.audit.append(audit_events.ASSOCIATION_REJECTED, ae=calling, ip=host, port=int(assoc.requestor.port),
+                          transport=self._transport(assoc), reason="address not in allow_ip")
+        assoc.acse.send_reject(0x01, 0x01, 0x01)
+        assoc.kill()  # as pynetdicom does after its own rejections: waits until the RJ is sent
+
+    @staticmethod
+    def _transport(assoc: Any) -> str:
+        sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+        return "tls" if isinstance(sock, ssl.SSLSocket) else "plain"
 
     def _on_conn_open(self, event: evt.Event) -> None:
         try:
@@ -259,7 +376,22 @@ class StorageSCP:
         return f"{req.address}:{req.port}"
 
     def _on_accepted(self, event: evt.Event) -> None:
-        log.info("association from %s (%s) accepted", event.assoc.requestor.ae_title, self._peer(event))
+        assoc = event.assoc
+        log.info("association from %s (%s) accepted", assoc.requestor.ae_title, self._peer(event))
+        primitive = assoc.requestor.primitive
+        session = AssociationAudit(
+            ae=str(assoc.requestor.ae_title).strip(),
+            called_ae=str(getattr(primitive, "called_ae_title", "") or "").strip(),
+            ip=str(assoc.requestor.address), port=int(assoc.requestor.port), transport=self._transport(assoc),
+            tls_subject=peer_subject(getattr(assoc.dul.socket, "socket", None)))
+        with self._sessions_lock:
+            self._sessions[id(assoc)] = session
+
+    def _end_session(self, assoc: Any, outcome: str) -> None:
+        with self._sessions_lock:
+            session = self._sessions.pop(id(assoc), None)
+        if session is not None:
+            self.audit.append(audit_events.ASSOCIATION, **session.fields(outcome))
 
     def _on_rejected(self, event: evt.Event) -> None:
         # pynetdicom has already sent the A-ASSOCIATE-RJ; say why, with the peer address.
@@ -270,24 +402,35 @@ class StorageSCP:
         else:
             reason = "local limit exceeded (max_associations)"
         log.warning("association from calling AE %r at %s rejected: %s", calling, self._peer(event), reason)
+        self.audit.append(audit_events.ASSOCIATION_REJECTED, ae=calling, ip=str(assoc.requestor.address),
+                          port=int(assoc.requestor.port), transport=self._transport(assoc), reason=reason)
 
     def _on_released(self, event: evt.Event) -> None:
         log.info("association from %s (%s) released", event.assoc.requestor.ae_title, self._peer(event))
+        self._end_session(event.assoc, "released")
         if self._on_association_end is not None:
             self._on_association_end(id(event.assoc), True)
 
     def _on_aborted(self, event: evt.Event) -> None:
         log.warning("association from %s (%s) aborted", event.assoc.requestor.ae_title, self._peer(event))
+        self._end_session(event.assoc, "aborted")
         if self._on_association_end is not None:
             self._on_association_end(id(event.assoc), False)
 
     # -- services -------------------------------------------------------------------------
     def _on_echo(self, event: evt.Event) -> int:
+        with self._sessions_lock:
+            session = self._sessions.get(id(event.assoc))
+            if session is not None:
+                session.echoes += 1
         return STATUS_SUCCESS
 
     def _on_store(self, event: evt.Event) -> int:
         with self._inflight_cond:
             if self._stopping:
+                with self._sessions_lock:
+                    if (refused := self._sessions.get(id(event.assoc))) is not None:
+                        refused.status(STATUS_OUT_OF_RESOURCES)
                 return STATUS_OUT_OF_RESOURCES
             self._inflight += 1
         try:
@@ -296,6 +439,13 @@ class StorageSCP:
             with self._inflight_cond:
                 self._inflight -= 1
                 self._inflight_cond.notify_all()
+        with self._sessions_lock:
+            session = self._sessions.get(id(event.assoc))
+            if session is not None:
+                session.status(outcome.status)
+                if outcome.stored is not None:
+                    h = outcome.stored.header
+                    session.stored(h.study_uid, h.series_uid, h.sop_uid)
         if outcome.stored is not None:
             h = outcome.stored.header
             if self.hub is not None:
