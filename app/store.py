@@ -321,6 +321,18 @@ def _discard(path: Path) -> None:
         log.warning("cannot remove temporary file %s: %s", path, exc)
 
 
+def _private_dir(path: Path) -> None:
+    """A directory only the service user can enter (0700), however the umask is set."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    if path.stat().st_mode & 0o777 != 0o700:
+        os.chmod(path, 0o700)
+
+
+def _private_opener(path: str, flags: int) -> int:
+    """``open(..., opener=)`` that creates the file 0600 (the umask can only narrow it)."""
+    return os.open(path, flags, 0o600)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -348,14 +360,18 @@ class StudyStore:
         self.tmp_dir = self.data_dir / "tmp"
         self.superseded_dir = self.data_dir / "superseded"
         self.results_dir = self.data_dir / "results"
-        old_umask = os.umask(0o077)  # patient data: readable by the service user only
-        try:
-            for d in (self.data_dir, self.studies_dir, self.tmp_dir, self.superseded_dir, self.results_dir):
-                d.mkdir(parents=True, exist_ok=True)
-                os.chmod(d, 0o700)
-        finally:
-            os.umask(old_umask)
+        # Patient data: readable by the service user only, whatever the umask. Explicit modes
+        # (not a temporary process-wide umask, which races with other threads creating files).
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for d in (self.data_dir, self.studies_dir, self.tmp_dir, self.superseded_dir, self.results_dir):
+            _private_dir(d)
         self.db_path = self.data_dir / "index.sqlite3"
+        # SQLite creates -wal and -shm with the database file's mode: create it 0600 first.
+        os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            part = self.data_dir / f"index.sqlite3{suffix}"
+            if part.exists():
+                os.chmod(part, 0o600)  # repairs a data dir made by an older version
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self._all_conns: list[sqlite3.Connection] = []
@@ -495,7 +511,7 @@ class StudyStore:
         tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
         digest = hashlib.sha256()
         try:
-            with open(tmp, "wb") as out, open(source, "rb") as src:
+            with open(tmp, "wb", opener=_private_opener) as out, open(source, "rb") as src:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     digest.update(chunk)
                     out.write(chunk)
@@ -564,7 +580,8 @@ class StudyStore:
             log.warning("instance %s replaced by different bytes from %s; old version kept in %s",
                         header.sop_uid, calling_ae or "?", keep.name)
         if not final.parent.is_dir():
-            final.parent.mkdir(parents=True, exist_ok=True)
+            _private_dir(final.parent.parent)
+            _private_dir(final.parent)
             _fsync_dir(final.parent.parent)
             _fsync_dir(self.studies_dir)
         os.replace(tmp, final)
@@ -773,6 +790,11 @@ class StudyStore:
 
     # -- results -------------------------------------------------------------------------
     def save_result(self, r: AnalysisResult) -> None:
+        if r.overlay_path:
+            try:  # overlays are written by the analysers: make sure they are private like the rest
+                os.chmod(self.data_dir / r.overlay_path, 0o600)
+            except FileNotFoundError:
+                pass
         with self._write_lock:
             self._conn().execute(
                 """INSERT INTO results(series_uid, study_uid, status, reason, model, model_version, device,
@@ -817,7 +839,7 @@ class StudyStore:
         if not is_valid_uid(series_uid):
             raise InvalidDataset(f"UID {series_uid[:80]!r} is not a valid DICOM UID")
         path = self.results_dir / series_uid
-        path.mkdir(parents=True, exist_ok=True)
+        _private_dir(path)
         return path
 
     # -- consistency -------------------------------------------------------------------------
