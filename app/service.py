@@ -17,7 +17,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from app.config import Config
+from app.config import Config, ConfigError
 from app.events import EventHub, NodeStatus, SeriesReady
 from app.readiness import SeriesReadinessTracker
 from app.store import StoredInstance, StudyStore
@@ -67,7 +67,9 @@ class Service:
             # may be missing while their fsynced files are there. Adopt them.
             log.warning("the last run did not stop cleanly; checking the stored files against the index")
             self.store.adopt_unindexed()
-        self._running_marker.write_text(f"{os.getpid()}\n")
+        fd = os.open(self._running_marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as marker:
+            marker.write(f"{os.getpid()}\n")
         self.pipeline.start()  # re-queues jobs a crash left running
         # Readiness lives in memory: series received before a crash whose release or quiet
         # period never came (or that grew after their last analysis) start a quiet period now.
@@ -82,12 +84,18 @@ class Service:
         try:
             self.scp.start()
         except OSError as exc:
-            message = f"cannot listen on {self.config.bind}:{self.config.port}: {exc.strerror or exc}"
+            ports = f"{self.config.port}" if self.config.tls_cert is None else \
+                f"{self.config.tls_port}" if self.config.tls_only else f"{self.config.port} or TLS {self.config.tls_port}"
+            message = f"cannot listen on {self.config.bind}:{ports}: {exc.strerror or exc}"
             log.error("DICOM node not started: %s", message)
             self.hub.publish(NodeStatus(False, message))
             return False
         host, port = self.scp.address
-        self.hub.publish(NodeStatus(True, f"{self.config.ae_title} on {host}:{port}"))
+        tls = self.scp.tls_address
+        where = f"{host}:{port}" if tls is None or tls != (host, port) else f"{host}:{port} (TLS only)"
+        if tls is not None and tls != (host, port):
+            where += f", TLS {tls[1]}"
+        self.hub.publish(NodeStatus(True, f"{self.config.ae_title} on {where}"))
         return True
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -111,6 +119,9 @@ def run_headless(config: Config) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         service = Service(config)
+    except ConfigError as exc:  # e.g. a TLS certificate that does not load
+        log.error("%s", exc)
+        return 2
     except (OSError, sqlite3.Error) as exc:
         log.error("cannot open the data directory %s: %s", config.data_dir, exc)
         return 1
