@@ -37,6 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-associations", type=int, dest="max_associations")
     p.add_argument("--min-free-mb", type=int, dest="min_free_mb")
     p.add_argument("--log-level", dest="log_level")
+    p.add_argument("--tls-cert", type=Path, dest="tls_cert", metavar="PEM",
+                   help="server certificate (chain) for DICOM TLS; with --tls-key opens the TLS port")
+    p.add_argument("--tls-key", type=Path, dest="tls_key", metavar="PEM", help="unencrypted private key of --tls-cert")
+    p.add_argument("--tls-ca", type=Path, dest="tls_ca", metavar="PEM",
+                   help="CA certificate(s): require and verify client certificates")
+    p.add_argument("--tls-port", type=int, dest="tls_port", help="TCP port for DICOM TLS (default 2762)")
+    p.add_argument("--tls-only", action="store_const", const=True, dest="tls_only",
+                   help="listen only on the TLS port (no plaintext DICOM)")
     sub = p.add_subparsers(dest="command")
 
     s = sub.add_parser("studies", help="list stored studies")
@@ -59,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _CONFIG_KEYS = ("data_dir", "cache_dir", "packs_dir", "port", "ae_title", "bind", "allow_ae", "allow_ip",
-                "quiet_period_s", "max_associations", "min_free_mb", "log_level")
+                "quiet_period_s", "max_associations", "min_free_mb", "log_level",
+                "tls_cert", "tls_key", "tls_ca", "tls_port", "tls_only")
 
 
 def _setup_logging(level: str) -> None:
@@ -75,6 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"firstlook: {exc}", file=sys.stderr)
         return 2
+    if args.headless or (args.command is None and not args.self_test):
+        # The node will listen: its certificate files must load (the self-test reports them instead).
+        from dicom_node.tls import server_context
+
+        try:
+            server_context(config)
+        except ConfigError as exc:
+            print(f"firstlook: {exc}", file=sys.stderr)
+            return 2
     _setup_logging(config.log_level)
     if args.self_test:
         from app.selftest import run_cli

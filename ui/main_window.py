@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.audit import STUDY_OPENED, AuditLog, os_user
 from app.config import Config
 from app.events import EventHub
 from app.store import StudyStore
@@ -308,9 +309,23 @@ class MainWindow(QMainWindow):
         if self.store is None:
             self.status.set_service_message("The study store is not open yet.")
             return
+        self._audit_opened(self.store, study_uid)
         self.viewer.open_study(self.store, study_uid)
         self.tabs.setCurrentWidget(self.viewer)
         self.viewer.canvas.setFocus()
+
+    @staticmethod
+    def _audit_opened(store: StudyStore, study_uid: str) -> None:
+        """Who opened which study (audit log, synchronous: a queued record could be lost when
+        the window closes; one small fsynced append per opening is imperceptible)."""
+        try:
+            study = store.get_study(study_uid)
+        except Exception as exc:  # the audit record must not stop the radiologist from reading
+            log.warning("cannot read study counts for the audit log: %s", exc)
+            study = None
+        AuditLog(store.data_dir).append(STUDY_OPENED, user=os_user(), study_uid=study_uid,
+                                        series=study.n_series if study else None,
+                                        instances=study.n_instances if study else None)
 
     def show_worklist(self) -> None:
         self.tabs.setCurrentIndex(0)
