@@ -22,6 +22,9 @@ from app.store import StudyStore
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+# Two workers: head CT takes minutes on 2 cores, a chest film well under a second; the
+# "image" lane keeps radiographs (and quick "not analysed" verdicts) from waiting behind it.
+LANES = ("image", "volume")
 
 
 class Pipeline:
@@ -32,10 +35,10 @@ class Pipeline:
         self.hub = hub
         self.models = models or ModelRegistry(config)
         self.analyser = SeriesAnalyser(config, store, self.models)
-        self._wake = threading.Event()
+        self._wake = {lane: threading.Event() for lane in LANES}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.busy_series: str | None = None
+        self.busy_series: set[str] = set()
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -43,20 +46,23 @@ class Pipeline:
         if requeued:
             log.info("re-queued %d analysis job(s) interrupted by the last stop", requeued)
         loader = threading.Thread(target=self.models.load, name="model-loader", daemon=True)
-        worker = threading.Thread(target=self._run, name="analysis-worker", daemon=True)
-        self._threads = [loader, worker]
-        loader.start()
-        worker.start()
+        workers = [threading.Thread(target=self._run, args=(lane,), name=f"analysis-{lane}", daemon=True)
+                   for lane in LANES]
+        self._threads = [loader, *workers]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        self._wake.set()
+        for wake in self._wake.values():
+            wake.set()
         for thread in self._threads:
             thread.join(timeout)
 
     def submit(self, series_uid: str) -> None:
-        """Wake the worker; the job itself is already in the store's queue."""
-        self._wake.set()
+        """Wake the workers; the job itself is already in the store's queue."""
+        for wake in self._wake.values():
+            wake.set()
 
     def models_status(self) -> list[ModelStatus]:
         return self.models.status()
@@ -65,21 +71,22 @@ class Pipeline:
         return self.store.pending_jobs()
 
     # -- worker ------------------------------------------------------------------------------
-    def _run(self) -> None:
+    def _run(self, lane: str) -> None:
         # Results are only worth computing once the models are in (or known to be missing).
         while not self._stop.is_set() and not self.models.loaded.wait(0.2):
             pass
+        wake = self._wake[lane]
         while not self._stop.is_set():
-            job = self.store.claim_job()
+            job = self.store.claim_job(lane)
             if job is None:
-                self._wake.wait(1.0)
-                self._wake.clear()
+                wake.wait(1.0)
+                wake.clear()
                 continue
-            self.busy_series = job.series_uid
+            self.busy_series.add(job.series_uid)
             try:
                 self._process(job)
             finally:
-                self.busy_series = None
+                self.busy_series.discard(job.series_uid)
 
     def _process(self, job: Any) -> None:
         self.hub.publish(AnalysisStarted(job.study_uid, job.series_uid))

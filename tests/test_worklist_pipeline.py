@@ -115,3 +115,40 @@ def test_job_that_keeps_crashing_is_given_up(data_dir: Path, tmp_path: Path) -> 
     pipeline.run_until_idle()
     result = store.get_result(series_uid)
     assert result.status == "failed" and "given up" in result.reason
+
+
+def test_lanes_keep_radiographs_from_waiting_behind_a_ct(data_dir: Path, cxr_dir: Path, tmp_path: Path) -> None:
+    store = StudyStore(data_dir)
+    ct = make_ct_slice(np.zeros((16, 16), np.int16), (0, 0, 0))
+    ct_series = store.store_instance(write(ct, tmp_path / "ct").read_bytes()).header.series_uid
+    cxr_series = _store_cxr(store, cxr_dir / PNGS[0], tmp_path / "cxr")
+    store.enqueue_job(ct_series)       # older
+    store.enqueue_job(cxr_series)
+    assert store.claim_job("image").series_uid == cxr_series
+    assert store.claim_job("image") is None
+    assert store.claim_job("volume").series_uid == ct_series
+
+
+def test_running_pipeline_drains_both_lanes(data_dir: Path, cxr_dir: Path, tmp_path: Path) -> None:
+    store = StudyStore(data_dir)
+    ct = make_ct_slice(np.zeros((16, 16), np.int16), (0, 0, 0))
+    ct_series = store.store_instance(write(ct, tmp_path / "ct").read_bytes()).header.series_uid
+    mr = make_ct_slice(np.zeros((16, 16), np.int16), (0, 0, 0), modality="MR")
+    mr_series = store.store_instance(write(mr, tmp_path / "mr").read_bytes()).header.series_uid
+    cxr_series = _store_cxr(store, cxr_dir / PNGS[0], tmp_path / "cxr", view="LL")
+    hub = EventHub()
+    pipeline = Pipeline(_config(data_dir, tmp_path / "no-packs"), store, hub)
+    pipeline.start()
+    try:
+        for uid in (ct_series, mr_series, cxr_series):
+            store.enqueue_job(uid)
+            pipeline.submit(uid)
+        deadline = time.time() + 60
+        while store.pending_jobs() and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        pipeline.stop()
+    assert {r.series_uid for r in store.all_results()} == {ct_series, mr_series, cxr_series}
+    assert "blast-ct unavailable" in store.get_result(ct_series).reason
+    assert store.get_result(mr_series).status == "not_analysed"
+    assert "lateral" in store.get_result(cxr_series).reason
