@@ -739,13 +739,25 @@ class StudyStore:
                 return True
             return False
 
-    def claim_job(self) -> Job | None:
+    # Volumes (CT, MR, PET, NM) take minutes; everything else takes well under a second.
+    VOLUME_MODALITIES = ("CT", "MR", "PT", "NM")
+
+    def claim_job(self, lane: str | None = None) -> Job | None:
+        """Claim the oldest pending job; ``lane`` "volume" or "image" picks by series modality
+        so a chest film is never queued behind a head-CT ensemble."""
+        where = ""
+        if lane is not None:
+            marks = ",".join("?" * len(self.VOLUME_MODALITIES))
+            op = "IN" if lane == "volume" else "NOT IN"
+            where = f" AND coalesce((SELECT modality FROM series s WHERE s.series_uid = j.series_uid), '') {op} ({marks})"
+        args: tuple[Any, ...] = (time.time(), *(self.VOLUME_MODALITIES if lane is not None else ()))
         with self._write_lock:
             row = self._conn().execute(
-                """UPDATE jobs SET state='running', started_at=?, attempts=attempts+1
-                   WHERE series_uid=(SELECT series_uid FROM jobs WHERE state='pending' ORDER BY enqueued_at LIMIT 1)
+                f"""UPDATE jobs SET state='running', started_at=?, attempts=attempts+1
+                   WHERE series_uid=(SELECT j.series_uid FROM jobs j WHERE j.state='pending'{where}
+                                     ORDER BY j.enqueued_at LIMIT 1)
                    RETURNING series_uid, study_uid, attempts, instance_count, enqueued_at""",
-                (time.time(),)).fetchone()
+                args).fetchone()
         return Job(**dict(row)) if row else None
 
     def finish_job(self, series_uid: str, claimed_count: int | None = None) -> None:
