@@ -412,6 +412,8 @@ class StorageSCP:
             self._on_association_end(id(event.assoc), True)
 
     def _on_aborted(self, event: evt.Event) -> None:
+        if event.assoc.is_rejected:  # a rejected association torn down by stop(): already logged
+            return
         log.warning("association from %s (%s) aborted", event.assoc.requestor.ae_title, self._peer(event))
         self._end_session(event.assoc, "aborted")
         if self._on_association_end is not None:
