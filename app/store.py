@@ -23,6 +23,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,13 +265,68 @@ def _check_not_truncated(ds: pydicom.Dataset) -> None:
                                     f"{len(raw.value)}")
 
 
+DEFLATED = "1.2.840.10008.1.2.1.99"
+# pydicom inflates a whole deflated dataset in memory before parsing it: a few MB of deflated
+# zeros would otherwise take gigabytes per association (a "zip bomb").
+MAX_INFLATED_BYTES = 256 << 20
+_LONG_VRS = (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UT", b"UN", b"UC", b"UR", b"SV", b"UV")
+
+
+def _meta_transfer_syntax(data: bytes) -> tuple[str, int]:
+    """(Transfer Syntax UID, offset of the dataset) of Part 10 bytes; ("", 0) without a header."""
+    if data[128:132] != b"DICM":
+        return "", 0
+    pos, syntax = 132, ""
+    while pos + 8 <= len(data) and data[pos:pos + 2] == b"\x02\x00":
+        elem, vr = struct.unpack_from("<H", data, pos + 2)[0], data[pos + 4:pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > len(data):
+                break
+            length, value_at = struct.unpack_from("<I", data, pos + 8)[0], pos + 12
+        else:
+            length, value_at = struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+        if elem == 0x0010:
+            syntax = data[value_at:value_at + length].decode("ascii", "replace").strip(" \x00")
+        pos = value_at + length
+    return syntax, pos
+
+
+def _check_inflated_size(fh: BinaryIO) -> None:
+    """Refuse a deflated dataset that inflates beyond MAX_INFLATED_BYTES or is corrupt,
+    inflating in bounded steps and discarding the output; ``fh`` is left where it was."""
+    start = fh.tell()
+    try:
+        syntax, _ = _meta_transfer_syntax(fh.read(1 << 16))
+        if syntax != DEFLATED:
+            return
+        fh.seek(start)
+        data = fh.read()
+    finally:
+        fh.seek(start)
+    _, offset = _meta_transfer_syntax(data)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    buf, total = data[offset:], 0
+    while True:
+        out = inflater.decompress(buf, 1 << 22)
+        total += len(out)
+        if total > MAX_INFLATED_BYTES:
+            raise UnreadableDataset(f"deflated dataset inflates to more than {MAX_INFLATED_BYTES >> 20} MiB")
+        buf = inflater.unconsumed_tail
+        if not buf and not out:
+            return
+
+
 def read_header(source: bytes | Path | BinaryIO) -> InstanceHeader:
     """Parse only what the index needs; the pixel data is never read."""
+    opened: BinaryIO | None = None
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
             fh: Any = io.BytesIO(source)
+        elif isinstance(source, Path):
+            fh = opened = open(source, "rb")
         else:
             fh = source
+        _check_inflated_size(fh)
         ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
         _check_not_truncated(ds)
         study = _text(ds, "StudyInstanceUID")
@@ -293,8 +349,11 @@ def read_header(source: bytes | Path | BinaryIO) -> InstanceHeader:
     except InvalidDataset:
         raise
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError, OverflowError,
-            MemoryError, NotImplementedError, UnicodeError, struct.error) as exc:
+            MemoryError, NotImplementedError, UnicodeError, struct.error, zlib.error) as exc:
         raise UnreadableDataset(f"dataset cannot be parsed: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
+    finally:
+        if opened is not None:
+            opened.close()
     for name, uid in (("Study Instance UID", header.study_uid), ("Series Instance UID", header.series_uid),
                       ("SOP Instance UID", header.sop_uid)):
         if not uid:

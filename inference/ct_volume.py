@@ -46,6 +46,10 @@ MIN_SLICES = 10
 HEAD_BODY_PARTS = {"HEAD", "BRAIN", "SKULL", "HEADNECK", "HEAD NECK", "HEAD_NECK", "CEREBRUM", "NEURO"}
 ORIENTATION_TOL = 1e-3
 GAP_FACTOR = 1.5  # a step > 1.5 x the larger neighbouring step means a missing slice
+# Checked from the headers before any slice is decoded: a hostile 65535 x 65535 header would
+# otherwise make the stack allocation ask for tens of gigabytes.
+MAX_SLICE_SIDE = 2048
+MAX_STACK_BYTES = 4 << 30  # float32 HU stack; a 2,000-slice 512 x 512 series needs 2 GiB
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,10 @@ def _check_series(datasets: list[Dataset]) -> None:
                 raise NotAnalysable(f"slice without {tag}: cannot place it in space")
     if len({(int(ds.Rows), int(ds.Columns)) for ds in datasets}) > 1:
         raise NotAnalysable("mixed image matrix sizes within the series")
+    rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
+    if not (0 < rows <= MAX_SLICE_SIDE and 0 < cols <= MAX_SLICE_SIDE) or \
+            rows * cols * len(datasets) * 4 > MAX_STACK_BYTES:
+        raise NotAnalysable(f"{len(datasets)} slices of {rows}x{cols} pixels is not a head CT this model can read")
     iop = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets])
     if np.abs(iop - iop[0]).max() > ORIENTATION_TOL:
         raise NotAnalysable("mixed slice orientations within the series")

@@ -33,6 +33,10 @@ LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT", "LLD", "RLD")
 ACCEPTED_BODY_PARTS = ("CHEST",)
 DX_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1.1"
 MIN_SIDE = 32  # smaller than this is an icon or a secondary capture, not a radiograph
+# Largest decoded frame accepted. Decoders allocate rows x columns x samples x bytes from the
+# header before reading a byte of pixel data, so a hostile 65535 x 65535 header with a tiny
+# payload would ask for 8 GiB; real radiographs (up to ~4300 x 4300 x 16 bit) need < 40 MiB.
+MAX_DECODED_BYTES = 256 << 20
 
 # The preprocessing written into the CheXNet manifest; the runtime reads it back from
 # the manifest so a pack built with other settings still gets the right tensor.
@@ -124,6 +128,28 @@ def check_chest_radiograph(ds: Dataset) -> None:
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows < MIN_SIDE or cols < MIN_SIDE:
         raise NotAnalysable(f"image is {rows}x{cols} pixels; too small to be a radiograph")
+    check_decoded_size(ds)
+
+
+def check_decoded_size(ds: Dataset, limit: int = MAX_DECODED_BYTES) -> int:
+    """Refuse, before any decoder allocates, pixel data whose header promises more than ``limit``
+    bytes or an unsupported Bits Allocated; returns the decoded size in bytes."""
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 0) or 0)
+    except (TypeError, ValueError) as exc:
+        raise NotAnalysable(f"image dimensions cannot be read: {exc}") from exc
+    if bits not in (1, 8, 16, 32):
+        raise NotAnalysable(f"Bits Allocated {bits} is not supported (1, 8, 16 or 32 expected)")
+    if min(rows, cols, samples, frames) < 1:
+        raise NotAnalysable(f"image dimensions {rows}x{cols}x{samples}, {frames} frame(s) are not valid")
+    decoded = rows * cols * samples * frames * max(1, bits // 8)
+    if decoded > limit:
+        raise NotAnalysable(f"image of {rows}x{cols}x{samples} pixels, {frames} frame(s) would take "
+                            f"{decoded >> 20} MiB decoded (limit {limit >> 20} MiB); not decoded")
+    return decoded
 
 
 def _stored_values(ds: Dataset) -> np.ndarray:

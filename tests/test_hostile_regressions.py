@@ -1,0 +1,114 @@
+"""Regression tests for what fuzzing the receive and DICOM-to-tensor paths found."""
+
+from __future__ import annotations
+
+import resource
+import time
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.encaps import encapsulate
+from pydicom.uid import CTImageStorage, JPEG2000Lossless, RLELossless, generate_uid
+
+from app.store import MAX_INFLATED_BYTES, StudyStore, UnreadableDataset, read_header
+from dicom_node.scp import STATUS_CANNOT_UNDERSTAND, file_meta_bytes
+from dicom_node.scu import send_files, send_raw
+from inference.ct_volume import load_ct_volume
+from inference.cxr_input import load_cxr
+from inference.errors import NotAnalysable
+from tests.dicom_factory import make_ct_slice, make_cxr_dataset, write
+from tests.node_helpers import Node, node  # noqa: F401  (fixture)
+from tests.test_scp import encode_body
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def _deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return c.compress(data) + c.flush()
+
+
+def _ct() -> object:
+    return make_ct_slice(np.zeros((16, 16), np.int16), (0.0, 0.0, 0.0))
+
+
+def test_corrupt_deflate_stream_is_cannot_understand_not_processing_failure(node: Node) -> None:
+    """zlib.error escaped read_header, so the SCP answered 0x0110 (unexpected error) with a traceback."""
+    ds = _ct()
+    data = file_meta_bytes(ds.SOPClassUID, ds.SOPInstanceUID, DEFLATED, "X") + b"\x01\x02not deflate" * 8
+    with pytest.raises(UnreadableDataset):
+        read_header(data)
+    status = send_raw("127.0.0.1", node.port, node.ae, CTImageStorage, ds.SOPInstanceUID, b"\x01\x02junk" * 8,
+                      transfer_syntax=DEFLATED)
+    assert status == STATUS_CANNOT_UNDERSTAND
+    assert node.store.instance_rows() == [] and list(node.store.tmp_dir.iterdir()) == []
+
+
+def test_deflate_bomb_is_refused_without_inflating_it(data_dir: Path) -> None:
+    """pydicom inflates a whole deflated dataset in memory: 300 KB on the wire became 300 MB
+    (and a few MB would have become gigabytes) on every association sending it."""
+    ds = _ct()
+    body = encode_body(ds)
+    bomb = _deflate(body + b"\x00" * (MAX_INFLATED_BYTES + (16 << 20)))
+    assert len(bomb) < 1 << 20
+    data = file_meta_bytes(ds.SOPClassUID, ds.SOPInstanceUID, DEFLATED, "X") + bomb
+    store = StudyStore(data_dir)
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnreadableDataset, match="inflates to more than"):
+            store.store_instance(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20  # bounded steps, output discarded
+    assert store.instance_rows() == []
+    # an honest deflated instance still goes in
+    ok = file_meta_bytes(ds.SOPClassUID, ds.SOPInstanceUID, DEFLATED, "X") + _deflate(body)
+    assert store.store_instance(ok).outcome == "stored"
+
+
+@pytest.mark.parametrize("syntax", [None, JPEG2000Lossless, RLELossless])
+def test_absurd_radiograph_dimensions_are_refused_before_decoding(cxr_dir: Path, syntax: object) -> None:
+    """A 65535 x 65535 header with a tiny payload made the decoders allocate 8 GiB up front."""
+    png = sorted((cxr_dir / "images").glob("*.png"))[0]
+    ds = make_cxr_dataset(png)
+    ds.Rows = ds.Columns = 65535
+    if syntax is None:
+        ds.PixelData = b"\x00" * 1000
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 200])
+        ds["PixelData"].VR = "OB"
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    with pytest.raises(NotAnalysable, match="would take 8191 MiB decoded"):
+        load_cxr(ds)
+    assert time.monotonic() - started < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 << 10  # KiB: < 100 MB
+
+
+def test_bits_allocated_nonsense_is_not_analysed(cxr_dir: Path) -> None:
+    ds = make_cxr_dataset(sorted((cxr_dir / "images").glob("*.png"))[0])
+    ds.BitsAllocated = 7
+    with pytest.raises(NotAnalysable, match="Bits Allocated 7"):
+        load_cxr(ds)
+
+
+def test_absurd_ct_matrix_is_refused_before_the_stack_is_allocated() -> None:
+    series, study = generate_uid(), generate_uid()
+    slices = [make_ct_slice(np.zeros((16, 16), np.int16), (0.0, 0.0, 5.0 * i), instance=i + 1,
+                            series_uid=series, study_uid=study) for i in range(12)]
+    for ds in slices:
+        ds.Rows = ds.Columns = 65535
+    with pytest.raises(NotAnalysable, match="65535x65535"):
+        load_ct_volume(slices)
+
+
+def test_node_keeps_serving_after_hostile_input(node: Node, tmp_path: Path) -> None:
+    ds = _ct()
+    for body in (b"", b"\xff" * 7, encode_body(ds)[:-3]):
+        send_raw("127.0.0.1", node.port, node.ae, CTImageStorage, generate_uid(), body)
+    assert send_files("127.0.0.1", node.port, node.ae, [write(_ct(), tmp_path)]) == [0]
