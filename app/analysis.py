@@ -138,10 +138,12 @@ class SeriesAnalyser:
         if image is None or chosen is None:
             raise NotAnalysable(reasons[0] if reasons else "no readable chest radiograph in the series")
         decode = time.perf_counter() - t0
-        out = model.analyse(image)
+        # The 7x7 CAM is stored; the viewer upsamples the finding it shows (inference.cam).
+        out = model.analyse(image, full_cam=False)
         overlay_dir = self.store.result_overlay_dir(series_uid)
         labels = list(out.probabilities)
-        _save_npz(self.store, overlay_dir / "cam.npz", cam=out.cam, labels=np.array(labels))
+        _save_npz(self.store, overlay_dir / "cam.npz", cam_raw=out.cam_raw.astype(np.float32),
+                  labels=np.array(labels), shape=np.array([image.rows, image.cols]))
         sop = pydicom.dcmread(chosen, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
         result = AnalysisResult(
             series_uid=series_uid, study_uid=study_uid, status="done", priority="routine",

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import openvino as ov
-from PIL import Image
 
+from inference.cam import cam_to_image
 from inference.cxr_input import CxrImage, to_model_input
 from inference.errors import InferenceError, PackError
 from inference.packs import ModelPack
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class ChexnetOutput:
     """Result of one radiograph.
 
-    ``cam`` is uint8 [14, rows, cols] at the image size. Normalisation: each finding's
+    ``cam`` is uint8 [14, rows, cols] at the image size (None when not asked for). Normalisation: each finding's
     7x7 CAM is min..max scaled to 0..255 (so 255 marks that finding's hottest region,
     whatever its probability; a constant map is all 0), then bilinearly upsampled, so
     pixels stay within 0..255 and reach ~255 at the hottest cell's centre. ``cam_raw`` keeps the
@@ -42,7 +42,7 @@ class ChexnetOutput:
     probabilities: dict[str, float]
     thresholds: dict[str, float]
     flagged: list[str]
-    cam: np.ndarray
+    cam: np.ndarray | None
     cam_raw: np.ndarray
     timings: dict[str, float]
     device: str
@@ -54,32 +54,6 @@ class ChexnetOutput:
     def findings(self) -> dict[str, Any]:
         """The JSON findings stored with the result (see docs/architecture.md)."""
         return {"probabilities": dict(self.probabilities), "thresholds": dict(self.thresholds), "flagged": list(self.flagged)}
-
-
-def cam_to_image(cam_raw: np.ndarray, rows: int, cols: int, executor: Executor | None = None) -> np.ndarray:
-    """Per-finding min..max normalised 7x7 maps -> uint8 [C, rows, cols], bilinear.
-
-    Normalising before upsampling is exact (bilinear stays inside min..max) and lets
-    Pillow resample in 8-bit. Pillow releases the GIL while resizing, so an executor
-    spreads the findings over cores (about 2x on 2 cores for a 1024x1024 image).
-    """
-    n = cam_raw.shape[0]
-    flat = cam_raw.reshape(n, -1).astype(np.float64)
-    lo = flat.min(axis=1)[:, None, None]
-    hi = flat.max(axis=1)[:, None, None]
-    unit = np.where(hi > lo, (cam_raw - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
-    small = np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
-    out = np.empty((n, rows, cols), dtype=np.uint8)
-
-    def upsample(c: int) -> None:
-        out[c] = np.asarray(Image.fromarray(small[c]).resize((cols, rows), Image.Resampling.BILINEAR))
-
-    if executor is None:
-        for c in range(n):
-            upsample(c)
-    else:
-        list(executor.map(upsample, range(n)))
-    return out
 
 
 class Chexnet:
@@ -138,8 +112,9 @@ class Chexnet:
     def preprocess(self, image: CxrImage) -> np.ndarray:
         return to_model_input(image, self.preprocessing)
 
-    def analyse(self, image: CxrImage) -> ChexnetOutput:
-        """Probabilities, flags and CAMs for one radiograph."""
+    def analyse(self, image: CxrImage, full_cam: bool = True) -> ChexnetOutput:
+        """Probabilities, flags and CAMs for one radiograph; ``full_cam=False`` leaves the
+        image-size maps to whoever displays them (``cam`` is then None, ``cam_raw`` is set)."""
         if image.pixels.ndim != 2 or min(image.pixels.shape) < 1:
             raise InferenceError(f"CheXNet expects a 2-D image, got shape {image.pixels.shape}")
         t0 = time.perf_counter()
@@ -155,7 +130,7 @@ class Chexnet:
         if probs.shape[0] != len(self.labels) or features.shape[0] != self._weights.shape[1]:
             raise InferenceError(f"CheXNet outputs {probs.shape}/{features.shape} do not match the pack")
         cam_raw = np.tensordot(self._weights, features, axes=(1, 0))  # [14, 7, 7]
-        cam = cam_to_image(cam_raw, image.rows, image.cols, self._cam_pool)
+        cam = cam_to_image(cam_raw, image.rows, image.cols, self._cam_pool) if full_cam else None
         t3 = time.perf_counter()
         probabilities = {label: float(p) for label, p in zip(self.labels, probs)}
         flagged = [label for label in self.labels if probabilities[label] >= self.thresholds[label]]

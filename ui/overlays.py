@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.cam import cam_to_image
+
 log = logging.getLogger(__name__)
 
 BLAST_CT_CLASSES: tuple[str, ...] = ("IPH", "EAH", "oedema", "IVH")
@@ -107,13 +109,28 @@ def blend_labels(rgb: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], 
 
 @dataclass
 class CamOverlay:
-    """CheXNet class-activation maps, one per finding, at the radiograph's size."""
+    """CheXNet class-activation maps, one per finding, shown at the radiograph's size.
 
-    cam: np.ndarray          # uint8 [n_labels, rows, cols]
+    Results store the model-resolution map (``cam_raw``, 7x7); the heatmap of the finding
+    on screen is upsampled on first use and cached. Image-size ``cam`` arrays still load.
+    """
+
     labels: list[str]
+    shape: tuple[int, int]                 # (rows, cols) of the radiograph
+    cam: np.ndarray | None = None          # uint8 [n_labels, rows, cols]
+    cam_raw: np.ndarray | None = None      # float [n_labels, h, w]
+    _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def for_label(self, label: str) -> np.ndarray | None:
-        return self.cam[self.labels.index(label)] if label in self.labels else None
+        if label not in self.labels:
+            return None
+        index = self.labels.index(label)
+        if self.cam is not None:
+            return self.cam[index]
+        if index not in self._cache:
+            assert self.cam_raw is not None
+            self._cache[index] = cam_to_image(self.cam_raw[index:index + 1], *self.shape)[0]
+        return self._cache[index]
 
 
 @dataclass
@@ -135,11 +152,17 @@ class LabelOverlay:
 
 def load_cam_overlay(path: Path) -> CamOverlay:
     with np.load(path, allow_pickle=False) as data:
-        cam = np.asarray(data["cam"], dtype=np.uint8)
         labels = [str(x) for x in data["labels"]]
+        if "cam_raw" in data.files:
+            raw = np.asarray(data["cam_raw"], dtype=np.float32)
+            rows, cols = (int(v) for v in data["shape"])
+            if raw.ndim != 3 or raw.shape[0] != len(labels) or rows < 1 or cols < 1:
+                raise ValueError(f"{path.name}: cam_raw {raw.shape} / shape {(rows, cols)} do not match {len(labels)} labels")
+            return CamOverlay(labels=labels, shape=(rows, cols), cam_raw=raw)
+        cam = np.asarray(data["cam"], dtype=np.uint8)
     if cam.ndim != 3 or cam.shape[0] != len(labels):
         raise ValueError(f"{path.name}: cam {cam.shape} does not match {len(labels)} labels")
-    return CamOverlay(cam=cam, labels=labels)
+    return CamOverlay(labels=labels, shape=(int(cam.shape[1]), int(cam.shape[2])), cam=cam)
 
 
 def load_label_overlay(path: Path, sop_order: list[str]) -> LabelOverlay:

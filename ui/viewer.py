@@ -110,8 +110,8 @@ def load_overlays(store: StudyStore, result: AnalysisResult, geometry: SeriesGeo
             out.labels = load_label_overlay(path, [s.sop_uid for s in geometry.slices])
         else:
             cam = load_cam_overlay(path)
-            if cam.cam.shape[1:] != (geometry.rows, geometry.cols):
-                out.note = (f"heatmap size {cam.cam.shape[1:]} does not match the image "
+            if cam.shape != (geometry.rows, geometry.cols):
+                out.note = (f"heatmap size {cam.shape} does not match the image "
                             f"{(geometry.rows, geometry.cols)}; not shown")
             else:
                 out.cam = cam
