@@ -19,12 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pydicom
+from pydicom.dataelem import DataElement
 
 from app.audit import ASSOCIATION, ASSOCIATION_REJECTED, AuditLog
 from dicom_node.scu import ASSOCIATION_FAILED, echo, send_files
 from tests.conftest import REPO, free_port
-from tests.dicom_factory import make_cxr_dataset, write
+from tests.dicom_factory import make_ct_slice, make_cxr_dataset, write
 
 NAME = "Quixotica^Zebulon^Marchbanks"
 PATIENT_ID = "PIDQX77310"
@@ -63,6 +65,13 @@ def test_patient_identity_stays_out_of_logs_and_the_data_dir_is_private(tmp_path
     first = write(ds, tmp_path / "send")
     ds.SeriesDescription = "PA (corrected)"  # same SOP Instance UID, different bytes: a replacement
     corrected = write(ds, tmp_path / "corrected")
+    # An odd sender: Cyrillic character set and the patient elements with wrong VRs. pydicom's
+    # value validation would quote them in a warning ("Invalid value for VR DA: '...'").
+    odd = make_ct_slice(np.zeros((16, 16), np.int16), (0.0, 0.0, 0.0), modality="MR", study_uid=ds.StudyInstanceUID)
+    odd.SpecificCharacterSet = "ISO_IR 144"
+    odd.add(DataElement(0x00100010, "CS", NAME.upper()))
+    odd.add(DataElement(0x00100020, "DA", PATIENT_ID))
+    odd_path = write(odd, tmp_path / "odd")
     stderr_path = tmp_path / "stderr.log"
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "app", "--config", str(config), "--headless"], cwd=REPO,
@@ -76,6 +85,7 @@ def test_patient_identity_stays_out_of_logs_and_the_data_dir_is_private(tmp_path
         assert send_files("127.0.0.1", port, "FIRSTLOOK", [first], calling_ae="INTRUDER") == [ASSOCIATION_FAILED]
         assert send_files("127.0.0.1", port, "FIRSTLOOK", [first], calling_ae="CR01") == [0]
         assert send_files("127.0.0.1", port, "FIRSTLOOK", [corrected], calling_ae="CR01") == [0]
+        assert send_files("127.0.0.1", port, "FIRSTLOOK", [odd_path], calling_ae="CR01") == [0]
         end = time.monotonic() + 120
         while (row := result_row(data_dir, ds.SeriesInstanceUID)) is None:
             assert proc.poll() is None and time.monotonic() < end, stderr_path.read_text()[-3000:]
@@ -100,7 +110,7 @@ def test_patient_identity_stays_out_of_logs_and_the_data_dir_is_private(tmp_path
 
     records = list(AuditLog(data_dir).records())
     stores = [r for r in records if r["event"] == ASSOCIATION and r["c_store"]]
-    assert len(stores) == 2 and all(r["ae"] == "CR01" and r["ip"] == "127.0.0.1" for r in stores)
+    assert len(stores) == 3 and all(r["ae"] == "CR01" and r["ip"] == "127.0.0.1" for r in stores)
     assert all(r["studies"] == [{"study_uid": ds.StudyInstanceUID, "series": 1, "instances": 1}] for r in stores)
     assert [r["ae"] for r in records if r["event"] == ASSOCIATION_REJECTED] == ["INTRUDER"]
     audit_text = (data_dir / "audit.log").read_text()
