@@ -570,8 +570,11 @@ class _Runner:
             if self.cxr_path is None:
                 return FAIL, "no sample to send"
             store_dir = self.work / "node-data"
+            # Plaintext only: the TLS files have their own check, and the configured tls_port may
+            # be held by the running service.
             node_config = replace(self.config, bind="127.0.0.1", port=0, data_dir=store_dir, allow_ae=[SELFTEST_AE],
-                                  allow_ip=["127.0.0.1"], min_free_mb=0)
+                                  allow_ip=["127.0.0.1"], min_free_mb=0, tls_cert=None, tls_key=None, tls_ca=None,
+                                  tls_only=False)
             store = StudyStore(store_dir)
             scp = StorageSCP(node_config, store)
             scp.start()
