@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,10 @@ def test_patient_identity_stays_out_of_logs_and_the_data_dir_is_private(tmp_path
     # value validation would quote them in a warning ("Invalid value for VR DA: '...'").
     odd = make_ct_slice(np.zeros((16, 16), np.int16), (0.0, 0.0, 0.0), modality="MR", study_uid=ds.StudyInstanceUID)
     odd.SpecificCharacterSet = "ISO_IR 144"
-    odd.add(DataElement(0x00100010, "CS", NAME.upper()))
-    odd.add(DataElement(0x00100020, "DA", PATIENT_ID))
+    with warnings.catch_warnings():  # pydicom warns here, in the sender, about the wrong VRs
+        warnings.simplefilter("ignore")
+        odd.add(DataElement(0x00100010, "CS", NAME.upper()))
+        odd.add(DataElement(0x00100020, "DA", PATIENT_ID))
     odd_path = write(odd, tmp_path / "odd")
     stderr_path = tmp_path / "stderr.log"
     with open(stderr_path, "wb") as stderr:

@@ -367,3 +367,22 @@ def test_cli_tls_options_reach_the_config(pki: Pki, tmp_path: Path) -> None:
         (pki.server_cert, pki.server_key, pki.ca, 2763, True)
     assert server_context(config).verify_mode == ssl.CERT_REQUIRED
     assert load_config(tmp_path / "absent.toml").tls_port == 2762  # IANA dicom-tls
+
+
+def test_address_allow_list_on_the_tls_port_answers_with_an_association_reject(data_dir: Path, pki: Pki) -> None:
+    n = tls_node(data_dir, pki, bind="127.0.0.1", allow_ip=["127.0.0.2"])
+    try:
+        context = client_context(pki, pki.client_cert, pki.client_key)
+        for source, rejected in (("127.0.0.1", True), ("127.0.0.2", False)):
+            ae = AE(ae_title="CT01")
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", tls_port(n), ae_title=n.ae, tls_args=(context, "127.0.0.1"),
+                                 bind_address=(source, 0))
+            assert assoc.is_rejected is rejected and assoc.is_established is not rejected, source
+            if assoc.is_established:
+                assert int(assoc.send_c_echo().Status) == 0
+                assoc.release()
+        (refused,) = [r for r in n.scp.audit.records() if r["event"] == "dicom.association_rejected"]
+        assert (refused["ip"], refused["transport"], refused["reason"]) == ("127.0.0.1", "tls", "address not in allow_ip")
+    finally:
+        stop_node(n)
