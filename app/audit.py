@@ -31,6 +31,7 @@ ASSOCIATION = "dicom.association"
 ASSOCIATION_REJECTED = "dicom.association_rejected"
 TLS_REFUSED = "dicom.tls_refused"
 STUDY_OPENED = "viewer.study_opened"
+STUDIES_LISTED = "admin.studies_listed"
 
 
 def os_user() -> str:

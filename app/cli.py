@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -131,6 +132,12 @@ def _studies(config: Config, as_json: bool) -> int:
 
     store = StudyStore(config.data_dir)
     studies = store.list_studies()
+    # The listing shows patient names and IDs: record who asked (firstlookctl runs as the
+    # service user under sudo, so the administrator is SUDO_USER).
+    from app.audit import STUDIES_LISTED, AuditLog, os_user
+
+    AuditLog(config.data_dir).append(STUDIES_LISTED, user=os_user(), sudo_user=os.environ.get("SUDO_USER"),
+                                     studies=len(studies))
     if as_json:
         import datetime
 

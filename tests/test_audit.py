@@ -90,3 +90,22 @@ def test_opening_a_study_in_the_viewer_is_audited_with_the_os_user(qtbot, data_d
     assert (record["series"], record["instances"]) == (3, 3)
     window.shutdown()
     store.close()
+
+
+def test_listing_studies_from_the_command_line_is_audited(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from app.audit import STUDIES_LISTED
+    from tests.conftest import REPO
+
+    data = tmp_path / "data"
+    store = StudyStore(data)
+    store.store_instance(fresh_uids(pydicom_file("CT_small.dcm"), tmp_path / "in").read_bytes())
+    store.close()
+    done = subprocess.run([sys.executable, "-m", "app", "--config", str(tmp_path / "none.toml"), "--data-dir",
+                           str(data), "studies"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "SUDO_USER": "it.admin"})
+    assert done.returncode == 0, done.stderr
+    (record,) = [r for r in AuditLog(data).records() if r["event"] == STUDIES_LISTED]
+    assert (record["user"], record["sudo_user"], record["studies"]) == (os_user(), "it.admin", 1)
