@@ -31,7 +31,6 @@ from typing import Any, BinaryIO, Iterator
 
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.errors import InvalidDicomError
 
 from app.crashpoints import crash_point
 from app.uids import is_valid_uid
@@ -348,8 +347,7 @@ def read_header(source: bytes | Path | BinaryIO) -> InstanceHeader:
         )
     except InvalidDataset:
         raise
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError, OverflowError,
-            MemoryError, NotImplementedError, UnicodeError, struct.error, zlib.error) as exc:
+    except Exception as exc:  # pydicom raises many types (e.g. BytesLengthException) for hostile bytes
         raise UnreadableDataset(f"dataset cannot be parsed: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
     finally:
         if opened is not None:

@@ -13,6 +13,7 @@ Only pydicom, numpy and Pillow are used (no torch): this runs in the app.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -185,6 +186,22 @@ def _padding_mask(stored: np.ndarray, ds: Dataset) -> np.ndarray | None:
     return mask if mask.any() else None
 
 
+def _window(ds: Dataset) -> tuple[float, float] | None:
+    """First window centre/width, or None when absent or unusable (PS3.3 C.11.2.1.2: width >= 1;
+    a broken window is ignored, not trusted)."""
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+    try:
+        center, width = _numbers(ds, "WindowCenter")[0], _numbers(ds, "WindowWidth")[0]
+    except (TypeError, ValueError, OverflowError, IndexError) as exc:
+        log.warning("window centre/width not usable (%s); stretching min/max", exc)
+        return None
+    if width <= 0:
+        log.warning("window width %s is not positive; stretching min/max", width)
+        return None
+    return center, width
+
+
 def _voi_to_unit(values: np.ndarray, ds: Dataset, padding: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """Apply the VOI LUT or window (first one) and scale its output range to 0..1.
 
@@ -208,11 +225,9 @@ def _voi_to_unit(values: np.ndarray, ds: Dataset, padding: np.ndarray | None = N
         if hi > lo:
             return (out - lo) / (hi - lo), "lut"
         log.warning("VOI LUT is constant; falling back to the window or min/max")
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        center = ds["WindowCenter"].value
-        center = float(center[0] if ds["WindowCenter"].VM > 1 else center)
-        width = ds["WindowWidth"].value
-        width = float(width[0] if ds["WindowWidth"].VM > 1 else width)
+    window = _window(ds)
+    if window is not None:
+        center, width = window
         try:
             with np.errstate(over="ignore"):
                 ends = apply_windowing(np.array([center - 1e6 * width, center + 1e6 * width]), ds, index=0)
@@ -232,16 +247,38 @@ def _voi_to_unit(values: np.ndarray, ds: Dataset, padding: np.ndarray | None = N
     return (values.astype(np.float64) - vmin) / (vmax - vmin), "minmax"
 
 
+def _numbers(ds: Dataset, keyword: str) -> list[float]:
+    """Finite values of a DS/IS attribute; ValueError/TypeError when malformed (hostile input
+    reaches here as empty strings, text, NaN or a single value where two are expected)."""
+    value = ds[keyword].value
+    values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    out = [float(v) for v in values]
+    if not out or not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{keyword} {value!r} is not a finite number")
+    return out
+
+
+def _check_rescale(ds: Dataset) -> None:
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        if keyword in ds:
+            try:
+                values = _numbers(ds, keyword)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise NotAnalysable(f"{keyword} is not a usable number ({exc})") from exc
+            if keyword == "RescaleSlope" and values[0] == 0:
+                raise NotAnalysable("Rescale Slope is 0: every pixel would have the same value")
+
+
 def _spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str | None]:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword, None)
-        if value is not None and len(value) == 2:
-            try:
-                row, col = float(value[0]), float(value[1])
-            except (TypeError, ValueError):
-                continue
-            if row > 0 and col > 0:
-                return (row, col), keyword
+        if keyword not in ds:
+            continue
+        try:
+            values = _numbers(ds, keyword)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if len(values) == 2 and values[0] > 0 and values[1] > 0:
+            return (values[0], values[1]), keyword
     return None, None
 
 
@@ -254,11 +291,21 @@ def load_cxr(source: Dataset | Path | str) -> CxrImage:
             ds = pydicom.dcmread(str(source))
         except Exception as exc:
             raise NotAnalysable(f"not a readable DICOM file: {exc}") from exc
-    check_chest_radiograph(ds)
-    stored = _stored_values(ds)
-    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
-    padding = _padding_mask(stored, ds)
-    unit, voi = _voi_to_unit(values, ds, padding)
+    try:
+        check_chest_radiograph(ds)
+        _check_rescale(ds)
+        stored = _stored_values(ds)
+        values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        padding = _padding_mask(stored, ds)
+        unit, voi = _voi_to_unit(values, ds, padding)
+    except NotAnalysable:
+        raise
+    except Exception as exc:
+        # pydicom converts values lazily and raises many types (ValueError, TypeError, OSError for
+        # a broken sequence, NotImplementedError for a LUT depth...) for what a broken sender wrote
+        raise NotAnalysable(f"malformed header: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
+    if not np.isfinite(unit).all():
+        raise NotAnalysable("pixel values are not finite after the Modality LUT and VOI")
     photometric = _text(ds, "PhotometricInterpretation")
     if photometric == "MONOCHROME1":
         unit = 1.0 - unit  # MONOCHROME1: minimum value is white

@@ -112,3 +112,66 @@ def test_node_keeps_serving_after_hostile_input(node: Node, tmp_path: Path) -> N
     for body in (b"", b"\xff" * 7, encode_body(ds)[:-3]):
         send_raw("127.0.0.1", node.port, node.ae, CTImageStorage, generate_uid(), body)
     assert send_files("127.0.0.1", node.port, node.ae, [write(_ct(), tmp_path)]) == [0]
+
+
+# -- found by tests/test_fuzz_receive.py -------------------------------------------------------
+def _cxr_small() -> object:
+    from tests.fuzz_cases import _cxr
+
+    return _cxr(64, 64)
+
+
+def test_nan_window_is_ignored_not_fed_to_the_model() -> None:
+    """WindowCenter 'nan' produced a NaN tensor (every probability NaN)."""
+    from inference.cxr_input import to_model_input
+    from tests.fuzz_cases import _set_raw
+
+    ds = _cxr_small()
+    _set_raw(ds, "WindowCenter", b"nan")
+    image = load_cxr(ds)
+    assert image.voi == "minmax"
+    assert np.isfinite(to_model_input(image)).all()
+
+
+@pytest.mark.parametrize("keyword,raw", [("RescaleSlope", b""), ("RescaleSlope", b"x"), ("RescaleIntercept", b"nan"),
+                                         ("RescaleSlope", b"0")])
+def test_unusable_rescale_is_not_analysed_with_a_reason(keyword: str, raw: bytes) -> None:
+    """An empty Rescale Slope raised TypeError out of load_cxr (pipeline: 'failed: TypeError')."""
+    from tests.fuzz_cases import _set_raw
+
+    ds = _cxr_small()
+    _set_raw(ds, keyword, raw)
+    with pytest.raises(NotAnalysable, match="Rescale"):
+        load_cxr(ds)
+
+
+def test_single_valued_pixel_spacing_is_ignored() -> None:
+    """PixelSpacing with one value raised TypeError: object of type 'DSfloat' has no len()."""
+    from tests.fuzz_cases import _set_raw
+
+    ds = _cxr_small()
+    _set_raw(ds, "PixelSpacing", b"0.2")
+    assert load_cxr(ds).pixel_spacing_mm is None
+
+
+def test_malformed_voi_lut_is_not_analysed() -> None:
+    """A VOI LUT descriptor with 0 bits per entry raised NotImplementedError."""
+    from pydicom.dataset import Dataset
+
+    ds = _cxr_small()
+    item = Dataset()
+    item.LUTDescriptor, item.LUTData = [1, 0, 0], [0]
+    ds.VOILUTSequence = [item]
+    with pytest.raises(NotAnalysable, match="malformed header"):
+        load_cxr(ds)
+
+
+def test_wrong_vr_on_the_character_set_is_cannot_understand(data_dir: Path) -> None:
+    """(0008,0005) sent with VR FL made pydicom raise BytesLengthException, which escaped
+    read_header: the SCP answered 0x0110 (unexpected error) and logged a traceback."""
+    ds = _ct()
+    body = encode_body(ds)
+    body = body.replace(b"\x08\x00\x08\x00CS", b"\x08\x00\x05\x00FL\x0a\x00ISO_IR 100\x08\x00\x08\x00CS", 1)
+    with pytest.raises(UnreadableDataset):
+        StudyStore(data_dir).store_instance(file_meta_bytes(ds.SOPClassUID, ds.SOPInstanceUID,
+                                                            "1.2.840.10008.1.2.1", "X") + body)
