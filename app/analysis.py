@@ -90,7 +90,9 @@ class SeriesAnalyser:
                 result = self._chexnet(model, series_uid, series.study_uid, files)
             else:
                 result = self._blastct(model, series_uid, series.study_uid, files)
-        except Exception as exc:
+        except BaseException as exc:  # BaseException too: a native decoder's pyo3 PanicException
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
             from inference.errors import NotAnalysable
 
             if isinstance(exc, NotAnalysable):

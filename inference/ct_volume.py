@@ -144,18 +144,24 @@ def _check_series(datasets: list[Dataset]) -> None:
     if np.abs(iop - iop[0]).max() > ORIENTATION_TOL:
         raise NotAnalysable("mixed slice orientations within the series")
     ps = np.array([[float(v) for v in ds.PixelSpacing] for ds in datasets])
+    if ps.shape != (len(datasets), 2) or not np.isfinite(ps).all() or (ps <= 0).any() or (ps > 100).any():
+        raise NotAnalysable("pixel spacing is not two finite positive numbers")
     if np.abs(ps - ps[0]).max() > 1e-4:
         raise NotAnalysable("mixed pixel spacing within the series")
 
 
 def _geometry(datasets: list[Dataset]) -> tuple[list[Dataset], NativeGeometry]:
     iop = np.array([float(v) for v in datasets[0].ImageOrientationPatient])
+    if not (np.isfinite(iop).all() and np.linalg.norm(iop[:3]) > 1e-6 and np.linalg.norm(iop[3:]) > 1e-6):
+        raise NotAnalysable("invalid image orientation (a direction is zero or not finite)")
     row_dir, col_dir = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
     normal = np.cross(row_dir, col_dir)
-    if np.linalg.norm(normal) < 0.5:
+    if not np.linalg.norm(normal) >= 0.5:  # NaN-safe
         raise NotAnalysable("invalid image orientation (row and column directions are parallel)")
     normal /= np.linalg.norm(normal)
     pos = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
+    if pos.shape != (len(datasets), 3) or not np.isfinite(pos).all() or not np.isfinite(iop).all():
+        raise NotAnalysable("slice position or orientation is not three finite numbers")
     along = pos @ normal
     order = np.argsort(along, kind="stable")
     datasets = [datasets[i] for i in order]
@@ -196,7 +202,9 @@ def _hu_stack(datasets: list[Dataset]) -> np.ndarray:
     for k, ds in enumerate(datasets):
         try:
             raw = ds.pixel_array
-        except Exception as exc:
+        except BaseException as exc:  # also pyo3 PanicException (a BaseException) from Rust decoders
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
             raise NotAnalysable(f"pixel data cannot be decoded ({exc.__class__.__name__})") from exc
         if raw.ndim != 2:
             raise NotAnalysable("multi-frame or colour pixel data is not a CT slice")
@@ -220,9 +228,16 @@ def load_ct_volume(series: Sequence[Dataset | str | Path]) -> CtVolume:
     """Read, check and resample one head-CT series; raises NotAnalysable with a reason."""
     t0 = time.perf_counter()
     datasets = [_read(item) for item in series]
-    _check_series(datasets)
-    datasets, geo = _geometry(datasets)
-    stack = _hu_stack(datasets)
+    try:
+        _check_series(datasets)
+        datasets, geo = _geometry(datasets)
+        stack = _hu_stack(datasets)
+    except NotAnalysable:
+        raise
+    except Exception as exc:  # hostile header values: text or NaN where numbers belong, broken sequences
+        raise NotAnalysable(f"malformed header: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
+    if not np.isfinite(stack).all():
+        raise NotAnalysable("HU values are not finite (Rescale Slope/Intercept)")
     t1 = time.perf_counter()
     fill = float(stack.min())
 

@@ -157,7 +157,11 @@ def _stored_values(ds: Dataset) -> np.ndarray:
     """Decode pixel data (pydicom handlers, pylibjpeg for JPEG/J2K/RLE) and honour Bits Stored."""
     try:
         arr = ds.pixel_array
-    except Exception as exc:  # missing plugin, corrupt stream, truncated data
+    except BaseException as exc:  # missing plugin, corrupt stream, truncated data
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        # Rust decoders (pylibjpeg-rle via pyo3) panic on corrupt streams with PanicException,
+        # a BaseException: uncaught it ended the analysis worker thread.
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", str(syntax)) if syntax is not None else "unknown transfer syntax"
         raise NotAnalysable(f"pixel data could not be decoded ({name}): {exc}") from exc

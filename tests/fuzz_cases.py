@@ -478,7 +478,7 @@ def ct_series_cases(draw: Any) -> tuple[list[Dataset], list[str]]:
                                                                           b"1e308\\0\\-1e308", b""])))
             elif op == "dims":
                 setattr(t, draw(st.sampled_from(["Rows", "Columns"])), draw(st.sampled_from([0, 1, 17, 4096, 65535])))
-            elif op == "pixels":
+            elif op == "pixels" and "PixelData" in t:
                 t.PixelData = bytes(t.PixelData)[: draw(st.integers(0, len(t.PixelData)))]
             elif op == "modality":
                 t.Modality = draw(st.sampled_from(["MR", "", "CT", "ct"]))

@@ -175,3 +175,68 @@ def test_wrong_vr_on_the_character_set_is_cannot_understand(data_dir: Path) -> N
     with pytest.raises(UnreadableDataset):
         StudyStore(data_dir).store_instance(file_meta_bytes(ds.SOPClassUID, ds.SOPInstanceUID,
                                                             "1.2.840.10008.1.2.1", "X") + body)
+
+
+def _panicking_rle_radiograph() -> object:
+    """A 64x64 radiograph whose RLE stream (pydicom's sample with a few bytes flipped, fixed
+    seed) makes the Rust RLE decoder panic: 'index out of bounds'."""
+    import random
+
+    from tests.fuzz_cases import _cxr, compressed_sample, encaps
+
+    base = max(compressed_sample("1.2.840.10008.1.2.5"), key=len)
+    rng = random.Random(0)
+    for _ in range(200):
+        kind = rng.choice(["trunc", "flip", "rand"])
+        frag = bytearray(base)
+        if kind == "trunc":
+            frag = frag[:rng.randrange(1, len(frag))]
+        elif kind == "flip":
+            for _ in range(rng.randint(1, 8)):
+                frag[rng.randrange(len(frag))] = rng.randrange(256)
+        else:
+            frag = bytearray(rng.randbytes(rng.randint(1, 300)))
+        ds = _cxr(64, 64)
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.5"
+        ds.PixelData = encaps([bytes(frag)])
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        try:
+            ds.copy().pixel_array
+        except Exception:
+            continue
+        except BaseException as exc:
+            if type(exc).__name__ == "PanicException":
+                return ds
+            raise
+    raise AssertionError("no panicking RLE stream found")
+
+
+def test_decoder_panic_is_not_analysed_and_does_not_escape() -> None:
+    """pyo3's PanicException is a BaseException: it escaped load_cxr and the analyser's
+    `except Exception` and would have ended the analysis worker thread."""
+    ds = _panicking_rle_radiograph()
+    with pytest.raises(NotAnalysable, match="could not be decoded"):
+        load_cxr(ds)
+
+
+def _ct_series(n: int = 12) -> list:
+    series, study = generate_uid(), generate_uid()
+    return [make_ct_slice(np.full((16, 16), i, np.int16), (0.0, 0.0, 5.0 * i), instance=i + 1,
+                          series_uid=series, study_uid=study) for i in range(n)]
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda ds: setattr(ds, "ImageOrientationPatient", [0, 0, 0, 0, 0, 0]), "orientation"),   # ValueError: negative dims
+    (lambda ds: setattr(ds, "ImagePositionPatient", [float("nan"), 0, 0]), "finite"),
+    (lambda ds: setattr(ds, "PixelSpacing", [0, 0]), "pixel spacing"),
+    (lambda ds: setattr(ds, "RescaleSlope", "nan"), "not finite"),
+])
+def test_hostile_ct_geometry_is_not_analysed(damage, match: str) -> None:
+    """Found by tests/test_fuzz_tensor.py: zero or NaN geometry reached np.full with negative or
+    NaN sizes (ValueError) or produced NaN HU instead of a reason."""
+    slices = _ct_series()
+    for ds in slices:
+        damage(ds)
+    with pytest.raises(NotAnalysable, match=match):
+        load_ct_volume(slices)
