@@ -23,7 +23,6 @@ import logging
 import os
 import platform
 import socket
-import ssl
 import statistics
 import sys
 import tempfile
@@ -406,12 +405,18 @@ class _Runner:
             return
 
         def check() -> tuple[str, str]:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(str(self.config.tls_cert), str(self.config.tls_key))
-            detail = f"certificate {self.config.tls_cert} and key load"
+            from app.config import ConfigError
+            from dicom_node.tls import server_context
+
+            try:
+                context = server_context(self.config)  # exactly what the node loads at start
+            except ConfigError as exc:
+                return FAIL, str(exc)
+            assert context is not None
+            detail = f"{self.config.tls_cert} and its key load (TLS port {self.config.tls_port}"
+            detail += ", plaintext port closed)" if self.config.tls_only else f", plaintext port {self.config.port} also open)"
             if self.config.tls_ca is not None:
-                context.load_verify_locations(cafile=str(self.config.tls_ca))
-                detail += f"; client CA {self.config.tls_ca} loads"
+                detail += f"; client certificates required, issued by {self.config.tls_ca}"
             return PASS, detail
 
         self.guarded("tls certificates", check)
@@ -602,13 +607,19 @@ class _Runner:
         self.guarded("dicom node (loopback)", check)
 
         def port() -> tuple[str, str]:
-            with socket.socket(socket.AF_INET6 if ":" in self.config.bind else socket.AF_INET) as sock:
-                try:
-                    sock.bind((self.config.bind, self.config.port))
-                except OSError as exc:
-                    return INFO, (f"{self.config.bind}:{self.config.port} is in use ({exc.strerror}); "
-                                  "expected while the FirstLook service runs")
-            return INFO, f"{self.config.bind}:{self.config.port} is free for the node"
+            ports = [] if self.config.tls_only else [self.config.port]
+            if self.config.tls_cert is not None:
+                ports.append(self.config.tls_port)
+            notes = []
+            for number in ports:
+                with socket.socket(socket.AF_INET6 if ":" in self.config.bind else socket.AF_INET) as sock:
+                    try:
+                        sock.bind((self.config.bind, number))
+                        notes.append(f"{self.config.bind}:{number} is free for the node")
+                    except OSError as exc:
+                        notes.append(f"{self.config.bind}:{number} is in use ({exc.strerror}); "
+                                     "expected while the FirstLook service runs")
+            return INFO, "; ".join(notes)
 
         self.guarded("configured node port", port)
 

@@ -105,7 +105,8 @@ else
   say "kept existing $ROOT/etc/firstlook/firstlook.toml"
 fi
 mkdir -p "$ROOT/var/lib/firstlook" "$ROOT/var/cache/firstlook" "$ROOT/var/log/firstlook"
-chmod 0750 "$ROOT/var/lib/firstlook" "$ROOT/var/cache/firstlook" "$ROOT/var/log/firstlook"
+chmod 0700 "$ROOT/var/lib/firstlook"  # patient data: the service user only (the store keeps it so)
+chmod 0750 "$ROOT/var/cache/firstlook" "$ROOT/var/log/firstlook"
 if [ "$SERVICE_ACTIONS" -eq 1 ]; then
   chown root:"$USER_NAME" "$ROOT/etc/firstlook" "$ROOT/etc/firstlook/firstlook.toml"
   chmod 0750 "$ROOT/etc/firstlook"; chmod 0640 "$ROOT/etc/firstlook/firstlook.toml"

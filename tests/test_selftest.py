@@ -112,3 +112,40 @@ def test_a_device_that_falls_back_to_cpu_fails_its_compile_check(packs_dir: Path
     assert line.startswith(FAIL) and "no OpenCL" in line
     assert "run chexnet on CPU" not in text
     assert text.splitlines()[-2].endswith("compile chexnet on CPU")
+
+
+def _self_signed(directory: Path, cn: str) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    crt, pem = directory / f"{cn}.crt", directory / f"{cn}.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    return crt, pem
+
+
+def test_tls_files_are_checked_as_the_node_loads_them(tmp_path: Path) -> None:
+    """A matching pair passes (and the loopback node still runs plain); a key from another
+    certificate fails the `tls certificates` check by name."""
+    crt, key = _self_signed(tmp_path, "node")
+    _, other_key = _self_signed(tmp_path, "other")
+    base = Config(data_dir=tmp_path / "data", packs_dir=tmp_path / "no-packs", min_free_mb=0, tls_cert=crt, tls_key=key)
+    options = SelfTestOptions(devices=[], report_dir=tmp_path / "logs")
+    _, good = _run(base, options)
+    line = next(x for x in good.splitlines() if x[6:].startswith("tls certificates"))
+    assert line.startswith(PASS) and "TLS port 2762" in line, line
+    assert any(x.startswith(f"{PASS}  dicom node (loopback)") for x in good.splitlines()), good
+    code, bad = _run(replace(base, tls_key=other_key), options)
+    line = next(x for x in bad.splitlines() if x[6:].startswith("tls certificates"))
+    assert code == 1 and line.startswith(FAIL) and "does not belong" in line, line
