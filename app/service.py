@@ -20,7 +20,7 @@ from typing import Any
 from app.config import Config, ConfigError
 from app.events import EventHub, NodeStatus, SeriesReady
 from app.readiness import SeriesReadinessTracker
-from app.store import StoredInstance, StudyStore
+from app.store import LowDiskSpace, StoredInstance, StudyStore
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class Service:
         self.pipeline = Pipeline(config, self.store, self.hub)
         self.scp = StorageSCP(config, self.store, self.hub, on_instance=self._instance_stored,
                               on_association_end=self.readiness.association_ended)
+        self.scp.on_space = self._space_changed
+        self._node_message = ""
         self._started = False
 
     # -- wiring --------------------------------------------------------------------------
@@ -95,8 +97,19 @@ class Service:
         where = f"{host}:{port}" if tls is None or tls != (host, port) else f"{host}:{port} (TLS only)"
         if tls is not None and tls != (host, port):
             where += f", TLS {tls[1]}"
-        self.hub.publish(NodeStatus(True, f"{self.config.ae_title} on {where}"))
+        self._node_message = f"{self.config.ae_title} on {where}"
+        self.hub.publish(NodeStatus(True, self._node_message))
+        try:
+            self.store.check_space()
+        except LowDiskSpace as exc:  # already below the watermark at start: say so now, not at the first refusal
+            self.scp.note_space(exc)
         return True
+
+    def _space_changed(self, problem: str | None) -> None:
+        """The node started or stopped refusing instances for lack of disk space: the status bar
+        shows it (NodeStatus is what the UI's node label displays)."""
+        message = self._node_message if problem is None else f"{self._node_message} - REFUSING new instances: {problem}"
+        self.hub.publish(NodeStatus(True, message))
 
     def stop(self, timeout: float = 30.0) -> None:
         """Node first (finishes in-flight writes), then readiness (flushes pending series

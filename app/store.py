@@ -120,6 +120,11 @@ class OutOfResources(StoreError):
     """Disk full, below the free-space watermark, or a write error (0xA700)."""
 
 
+class LowDiskSpace(OutOfResources):
+    """Free space below ``min_free_mb`` or the disk is full: refused until space is freed, and
+    shown to the user (status bar, log), not just answered 0xA700 per instance."""
+
+
 @dataclass(frozen=True)
 class InstanceHeader:
     """What the index keeps of a dataset, read without touching pixel data."""
@@ -494,7 +499,7 @@ class StudyStore:
             return
         free = self.free_bytes()
         if free - incoming < self.min_free_bytes:
-            raise OutOfResources(
+            raise LowDiskSpace(
                 f"free space {free // (1 << 20)} MiB is below the watermark of "
                 f"{self.min_free_bytes // (1 << 20)} MiB; refusing new instances"
             )
@@ -595,8 +600,10 @@ class StudyStore:
 
     @staticmethod
     def _out_of_resources(exc: OSError, header: InstanceHeader | None) -> OutOfResources:
-        reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"write error ({exc.strerror or exc})"
-        return OutOfResources(f"cannot store {header.sop_uid if header else 'an instance'}: {reason}")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return LowDiskSpace(f"cannot store {header.sop_uid if header else 'an instance'}: disk full")
+        return OutOfResources(f"cannot store {header.sop_uid if header else 'an instance'}: "
+                              f"write error ({exc.strerror or exc})")
 
     def _fsync_pool(self) -> ThreadPoolExecutor:
         with self._conns_lock:

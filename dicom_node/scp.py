@@ -55,7 +55,7 @@ from app import audit as audit_events
 from app.audit import AssociationAudit, AuditLog
 from app.config import Config
 from app.events import EventHub, InstanceStored
-from app.store import BadUID, MissingUID, OutOfResources, StoredInstance, StudyStore, UnreadableDataset
+from app.store import BadUID, LowDiskSpace, MissingUID, OutOfResources, StoredInstance, StudyStore, UnreadableDataset
 from dicom_node.tls import HANDSHAKE_TIMEOUT_S, peer_subject, server_context
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,10 @@ class StorageSCP:
         self._stopping = False
         self._inflight = 0
         self._inflight_cond = threading.Condition()
+        self._space_low = False
+        self._space_lock = threading.Lock()
+        # called with the reason when the node starts refusing for lack of disk space, None when it stops
+        self.on_space: Callable[[str | None], None] | None = None
         self.ae = self._make_ae(max_pdu)
 
     # -- set-up ---------------------------------------------------------------------
@@ -478,6 +482,8 @@ class StorageSCP:
         except BadUID as exc:
             return self._fail(STATUS_BAD_UID, exc, calling_ae, peer)
         except OutOfResources as exc:
+            if isinstance(exc, LowDiskSpace):
+                self.note_space(exc)
             return self._fail(STATUS_OUT_OF_RESOURCES, exc, calling_ae, peer)
         except Exception as exc:  # never Success, never a dead association thread
             log.exception("unexpected error storing an instance from %s (%s)", calling_ae, peer)
@@ -485,11 +491,29 @@ class StorageSCP:
         finally:
             if spooled is not None:
                 spooled.unlink(missing_ok=True)
+        if self._space_low:
+            self.note_space(None)
         if stored.outcome != "stored":
             log.info("%s instance %s from %s", stored.outcome, stored.header.sop_uid, calling_ae)
         else:
             log.debug("stored %s from %s", stored.header.sop_uid, calling_ae)
         return StoreOutcome(STATUS_SUCCESS, stored, stored.outcome)
+
+    def note_space(self, problem: LowDiskSpace | None) -> None:
+        """Enter or leave the 'refusing: low disk space' state. Logged and passed to
+        ``on_space`` (the service turns it into the status bar's node status) once per change,
+        not once per refused instance."""
+        with self._space_lock:
+            changed = (problem is not None) != self._space_low
+            self._space_low = problem is not None
+        if not changed:
+            return
+        if problem is not None:
+            log.error("REFUSING NEW INSTANCES (0xA700) until disk space is freed: %s", problem)
+        else:
+            log.warning("disk space is above the watermark again; accepting instances")
+        if self.on_space is not None:
+            self.on_space(None if problem is None else str(problem))
 
     @staticmethod
     def _fail(status: int, exc: Exception, calling_ae: str, peer: str) -> StoreOutcome:

@@ -103,6 +103,8 @@ class FirstLookStatusBar(QStatusBar):
 
     def set_node(self, listening: bool, message: str) -> None:
         colour = "#2e7d32" if listening else "#c62828"
+        if listening and "refusing" in message.lower():  # listening, but answering 0xA700 (low disk space)
+            colour = "#ef6c00"
         self.node_label.setText(f"<span style='color:{colour}'>●</span> DICOM node: {message}")
         self.node_label.setToolTip(message)
 

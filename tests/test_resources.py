@@ -1,0 +1,77 @@
+"""Resources: the free-space watermark reaches the log and the status bar; large studies stream
+to disk (the 2,000-slice measurement is bench/bench_large_study.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.config import Config
+from app.events import NodeStatus
+from app.service import Service
+from dicom_node.scp import STATUS_OUT_OF_RESOURCES
+from dicom_node.scu import send_files
+from tests.conftest import free_port
+from tests.dicom_factory import make_ct_slice, write
+
+
+def test_low_disk_space_is_logged_and_shown_in_the_node_status(data_dir: Path, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    config = Config(data_dir=data_dir, cache_dir=tmp_path / "cache", packs_dir=tmp_path / "no-packs", port=port,
+                    quiet_period_s=0.5, min_free_mb=1 << 30).validate()  # a petabyte: always below it
+    service = Service(config)
+    events: list[NodeStatus] = []
+    service.hub.subscribe(lambda e: events.append(e) if isinstance(e, NodeStatus) else None)
+    files = [write(make_ct_slice(np.zeros((16, 16), np.int16), (0, 0, float(i)), instance=i + 1), tmp_path / "in")
+             for i in range(3)]
+    with caplog.at_level(logging.WARNING):
+        assert service.start()
+        try:
+            # said at start, before any instance is refused
+            assert events[-1].listening and "REFUSING new instances" in events[-1].message
+            assert "below the watermark" in events[-1].message and f"127.0.0.1:{port}" in events[-1].message
+            n_status = len(events)
+            assert send_files("127.0.0.1", port, "FIRSTLOOK", files[:2]) == [STATUS_OUT_OF_RESOURCES] * 2
+            assert len(events) == n_status  # once per change, not once per refused instance
+            refusing = [r for r in caplog.records if "REFUSING NEW INSTANCES" in r.getMessage()]
+            assert len(refusing) == 1 and refusing[0].levelno == logging.ERROR
+            assert "below the watermark" in refusing[0].getMessage()
+            service.store.min_free_bytes = 0  # space freed
+            assert send_files("127.0.0.1", port, "FIRSTLOOK", files) == [0, 0, 0]
+            assert events[-1].listening and events[-1].message == f"FIRSTLOOK on 127.0.0.1:{port}"
+            assert any("accepting instances" in r.getMessage() for r in caplog.records)
+        finally:
+            service.stop()
+
+
+def test_status_bar_shows_the_refusal(qtbot) -> None:  # type: ignore[no-untyped-def]
+    from ui.status_bar import FirstLookStatusBar
+
+    bar = FirstLookStatusBar()
+    qtbot.addWidget(bar)
+    bar.set_node(True, "FIRSTLOOK on 127.0.0.1:11112 - REFUSING new instances: free space 312 MiB is below the "
+                       "watermark of 500 MiB; refusing new instances")
+    text = bar.node_label.text()
+    assert "REFUSING new instances" in text and "312 MiB" in text and "#ef6c00" in text
+    bar.set_node(True, "FIRSTLOOK on 127.0.0.1:11112")
+    assert "#2e7d32" in bar.node_label.text()
+
+
+def test_disk_full_enters_the_same_state(data_dir: Path, tmp_path: Path) -> None:
+    """ENOSPC on write is a LowDiskSpace too (shown like the watermark), a plain write error is not."""
+    import errno
+
+    from app.store import LowDiskSpace, OutOfResources, StudyStore
+
+    full = StudyStore._out_of_resources(OSError(errno.ENOSPC, "No space left on device"), None)
+    other = StudyStore._out_of_resources(OSError(errno.EIO, "I/O error"), None)
+    assert isinstance(full, LowDiskSpace) and "disk full" in str(full)
+    assert isinstance(other, OutOfResources) and not isinstance(other, LowDiskSpace)
