@@ -75,3 +75,36 @@ def test_disk_full_enters_the_same_state(data_dir: Path, tmp_path: Path) -> None
     other = StudyStore._out_of_resources(OSError(errno.EIO, "I/O error"), None)
     assert isinstance(full, LowDiskSpace) and "disk full" in str(full)
     assert isinstance(other, OutOfResources) and not isinstance(other, LowDiskSpace)
+
+
+def test_a_large_series_streams_to_disk_without_accumulating(data_dir: Path, tmp_path: Path) -> None:
+    """400 slices of 128 KiB (50 MiB) from DCMTK storescu over one association: the Python heap
+    of the receiving node (tracemalloc, the sender is another process) never holds more than a
+    few slices, and nothing is left allocated after the series."""
+    import subprocess
+    import tracemalloc
+
+    from pydicom.uid import generate_uid
+
+    from tests.node_helpers import dcmtk, dcmtk_env, start_node, stop_node
+
+    study, series = generate_uid(), generate_uid()
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        write(make_ct_slice(rng.integers(-1000, 1000, (256, 256)).astype(np.int16), (0, 0, float(i)), instance=i + 1,
+                            study_uid=study, series_uid=series), tmp_path / "big")
+    sent_mib = sum(p.stat().st_size for p in (tmp_path / "big").iterdir()) / (1 << 20)
+    node = start_node(data_dir)
+    try:
+        tracemalloc.start()
+        done = subprocess.run([dcmtk("storescu"), "-aec", node.ae, "+sd", "127.0.0.1", str(node.port),
+                               str(tmp_path / "big")], capture_output=True, text=True, timeout=300, env=dcmtk_env())
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert done.returncode == 0, done.stderr
+        assert len(node.store.instance_rows()) == 400
+        assert sent_mib > 45
+        assert peak < 12 << 20, f"peak Python heap {peak >> 20} MiB while receiving {sent_mib:.0f} MiB"
+        assert current < 4 << 20
+    finally:
+        stop_node(node)
