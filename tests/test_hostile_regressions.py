@@ -240,3 +240,41 @@ def test_hostile_ct_geometry_is_not_analysed(damage, match: str) -> None:
         damage(ds)
     with pytest.raises(NotAnalysable, match=match):
         load_ct_volume(slices)
+
+
+def test_pipeline_marks_hostile_series_not_analysed_and_keeps_going(data_dir: Path, tmp_path: Path, cxr_dir: Path,
+                                                                    packs_dir: Path) -> None:
+    """Through the real pipeline and CheXNet pack: a 65535 x 65535 header, a decoder-panicking
+    RLE stream and a NaN window, then a normal radiograph: reasons for the first two, a result
+    for the others, and the worker is still there for the last one."""
+    from dataclasses import replace
+
+    from app.config import Config
+    from app.events import EventHub
+    from app.pipeline import Pipeline
+    from tests.fuzz_cases import _set_raw
+
+    store = StudyStore(data_dir)
+    huge = make_cxr_dataset(sorted((cxr_dir / "images").glob("*.png"))[0])
+    huge.Rows = huge.Columns = 65535
+    panic = _panicking_rle_radiograph()
+    nan_window = make_cxr_dataset(sorted((cxr_dir / "images").glob("*.png"))[1])
+    _set_raw(nan_window, "WindowCenter", b"nan")
+    normal = make_cxr_dataset(sorted((cxr_dir / "images").glob("*.png"))[2])
+    series = []
+    for i, ds in enumerate((huge, panic, nan_window, normal)):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        series.append(store.store_instance(write(ds, tmp_path / f"s{i}").read_bytes()).header.series_uid)
+        store.enqueue_job(series[-1])
+    config = replace(Config(), data_dir=data_dir, packs_dir=packs_dir, cache_dir=tmp_path / "cache")
+    pipeline = Pipeline(config, store, EventHub())
+    pipeline.models.load()
+    pipeline.run_until_idle()
+    results = [store.get_result(s) for s in series]
+    assert results[0].status == "not_analysed" and "would take 8191 MiB decoded" in results[0].summary
+    assert results[1].status == "not_analysed" and results[1].summary.startswith("not analysed: pixel data could not")
+    assert results[2].status == "done"
+    assert all(np.isfinite(p) for p in results[2].findings["probabilities"].values())
+    assert results[3].status == "done"
+    assert store.pending_jobs() == 0
