@@ -85,6 +85,10 @@ class Pipeline:
             self.busy_series.add(job.series_uid)
             try:
                 self._process(job)
+            except Exception:  # e.g. the index is unwritable (disk full): keep the worker for the next job
+                log.exception("analysis of series %s could not be recorded; it is re-queued at the next start",
+                              job.series_uid)
+                self._stop.wait(1.0)
             finally:
                 self.busy_series.discard(job.series_uid)
 

@@ -117,3 +117,38 @@ def test_pipeline_requeues_a_grown_series(data_dir: Path, tmp_path: Path) -> Non
     assert store.job_state(series) == "pending"
     pipeline.run_until_idle()
     assert store.job_state(series) == "done" and len(store.all_results()) == 1
+
+
+def test_worker_survives_a_job_whose_result_cannot_be_saved(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """An exception while recording a result (e.g. disk full) ended the worker thread: every
+    later series waited forever. Now the worker logs it and takes the next job."""
+    import sqlite3
+
+    store = StudyStore(data_dir)
+    first = store.store_instance(_slices(tmp_path / "a", 1)[0]).header.series_uid
+    second = store.store_instance(_slices(tmp_path / "b", 1)[0]).header.series_uid
+    store.enqueue_job(first)
+    config = replace(Config(), data_dir=data_dir, packs_dir=tmp_path / "no-packs", cache_dir=tmp_path / "c")
+    pipeline = Pipeline(config, store, EventHub())
+    real_save = store.save_result
+
+    def save(result):  # type: ignore[no-untyped-def]
+        if result.series_uid == first:
+            raise sqlite3.OperationalError("database or disk is full")
+        real_save(result)
+
+    monkeypatch.setattr(store, "save_result", save)
+    pipeline.start()
+    try:
+        end = time.monotonic() + 20
+        while store.job_state(first) != "running" and time.monotonic() < end:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        store.enqueue_job(second)
+        pipeline.submit(second)
+        while store.get_result(second) is None and time.monotonic() < end:
+            time.sleep(0.05)
+        assert store.get_result(second) is not None
+        assert store.get_result(first) is None and store.job_state(first) == "running"  # re-queued at next start
+    finally:
+        pipeline.stop()
