@@ -10,6 +10,7 @@ and measures from the moment storescu starts to the moment the result row is com
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sqlite3
@@ -97,6 +98,15 @@ def main() -> int:
                            env=env)
             done = wait_for_result(data / "index.sqlite3", series)
             latencies.append(done - start)
+        with sqlite3.connect(data / "index.sqlite3") as conn:
+            rows = [json.loads(r[0]) for r in conn.execute("SELECT timings FROM results WHERE status='done'")][1:]
+            ready = [r[0] - r[1] for r in conn.execute(
+                "SELECT r.created_at - r.timings_total, s.last_received FROM "
+                "(SELECT series_uid, created_at, json_extract(timings, '$.total') AS timings_total FROM results) r "
+                "JOIN series s USING (series_uid)")][1:]
+        print("median seconds per stage:", {k: round(statistics.median(t[k] for t in rows), 3)
+                                            for k in ("decode", "preprocess", "infer", "total", "arrival_to_result")})
+        print(f"median wait from last instance stored to analysis start: {statistics.median(ready) * 1000:.0f} ms")
         print(f"end-to-end storescu send -> result stored, {len(latencies)} chest radiographs (1024x1024, 12-bit):")
         print(f"  p50 {statistics.median(latencies) * 1000:.0f} ms   p95 {pct(latencies, 0.95) * 1000:.0f} ms   "
               f"max {max(latencies) * 1000:.0f} ms   mean {statistics.fmean(latencies) * 1000:.0f} ms")
