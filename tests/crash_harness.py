@@ -8,9 +8,9 @@ Used by tests/test_crash_consistency.py (a few kills, CI) and bench/bench_crash.
   per study, like a modality. ``-v`` prints ``Sending file: <path>`` and then ``Received Store
   Response (Success)`` for every acknowledged instance: that is the acknowledged set. A sender
   re-sends what was not acknowledged (as a modality would) until everything is.
-* Kills rotate through kinds. ``external``: SIGKILL from outside after a random delay while
-  associations are open (during association set-up, mid-instance, between instances, during
-  analysis; the kind is recorded from what was running). The others arm one of the debug-only
+* Kills rotate through kinds. ``external``: SIGKILL from outside after a random delay (the
+  label records what was running: an association, analysis, or nothing); ``sending``: SIGKILL
+  within 0.25 s of a sender opening an association (association set-up, mid-instance). The others arm one of the debug-only
   crash points of ``app.crashpoints`` (a window too short to hit from outside, e.g. file
   renamed but index row not committed); if the point is not reached in time an external kill
   follows. Crash points are switched on only through the environment of the child process.
@@ -47,7 +47,7 @@ from tests.dicom_factory import make_ct_slice, make_cxr_dataset, write
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
-KINDS = ("external", "after-rename", "mid-analysis", "after-fsync", "external", "after-index")
+KINDS = ("external", "after-rename", "mid-analysis", "after-fsync", "sending", "after-index")
 _SENT = re.compile(r"Sending file: (.+)$")
 _OK = re.compile(r"Received Store Response \(Success\)")
 
@@ -298,7 +298,7 @@ def run_crash_harness(settings: CrashSettings, port: int) -> CrashReport:
         for k in range(settings.kills):
             kind = KINDS[k % len(KINDS)]
             if k > 0:
-                node.start("" if kind == "external" else f"{kind}:{settings.crash_point_p}")
+                node.start("" if kind in ("external", "sending") else f"{kind}:{settings.crash_point_p}")
                 report.restarts += 1
                 if not node.wait_listening():
                     if node.alive():
@@ -308,6 +308,10 @@ def run_crash_harness(settings: CrashSettings, port: int) -> CrashReport:
                                          + (work / "firstlook.log").read_text()[-3000:])
             delay = rng.uniform(0.3, settings.max_kill_delay_s)
             deadline = time.monotonic() + (delay if kind == "external" else 3 * settings.max_kill_delay_s)
+            if kind == "sending":  # wait for an association to be open, then kill within its first instances
+                while time.monotonic() < deadline and not any(s.active.is_set() for s in senders):
+                    time.sleep(0.005)
+                deadline = time.monotonic() + rng.uniform(0.0, 0.25)
             while node.alive() and time.monotonic() < deadline:
                 time.sleep(0.01)
             if node.alive():
