@@ -1,4 +1,5 @@
-"""BLAST-CT runtime with the built pack: the real series, tiling/skip equivalence, native mapping."""
+"""BLAST-CT runtime with the built pack (its gated runtime precision): the real series, tiling/skip
+equivalence, native mapping. Tiling tests run INT8-or-bf16 as the pack says; both are deterministic."""
 
 from __future__ import annotations
 
@@ -42,12 +43,19 @@ def test_manifest_contract(pack) -> None:
         assert m[key]
     fid = m["fidelity"]
     assert fid["passed"] and fid["members"] == 12
+    chosen = m["runtime"]["precision"]
+    assert fid["chosen"] == chosen and fid["candidates"][chosen]["passed"]
+    assert "int8" in fid["candidates"]  # INT8 is always tried first
     for name, c in fid["classes"].items():
-        assert abs(c["int8_ml"] - c["fp32_ml"]) <= c["volume_tolerance_ml"], name
+        assert abs(c["candidate_ml"] - c["fp32_ml"]) <= c["volume_tolerance_ml"], name
         if c["fp32_ml"] >= 1.0:
             assert c["dice"] >= 0.95, name
+    ir = m["runtime"]["ir"]
     for member in pack.members:
-        assert pack.member_xml(member.name, "int8").is_file()
+        assert pack.member_xml(member.name, ir).is_file()
+    if chosen != "int8":  # a refused INT8 IR must not be shipped
+        assert not any(k.startswith("int8/") for k in m["files"])
+        assert not fid["candidates"]["int8"]["passed"]
 
 
 def test_real_series_one_member(pack, core, real_volume: CtVolume) -> None:
@@ -56,7 +64,8 @@ def test_real_series_one_member(pack, core, real_volume: CtVolume) -> None:
     assert out.labels.shape == (28, 512, 512) and out.labels.dtype == np.uint8
     assert set(np.unique(out.labels)) <= {0, 1, 2, 3, 4}
     assert out.sop_uids == real_volume.sop_uids and len(set(out.sop_uids)) == 28
-    assert out.device == "CPU" and out.fallback_note is None and out.precision == "int8"
+    assert out.device == "CPU" and out.fallback_note is None
+    assert out.precision == pack.manifest["runtime"]["precision"]
     ml = volumes_ml(out.labels, real_volume.native)
     for c, name in enumerate(("IPH", "EAH", "oedema", "IVH"), start=1):
         assert out.volumes_ml[name] == pytest.approx(round(float(ml[c]), 2))
