@@ -44,6 +44,8 @@ class Service:
                               on_association_end=self.readiness.association_ended)
         self.scp.on_space = self._space_changed
         self._node_message = ""
+        self.space_check_s = 10.0
+        self._space_stop = threading.Event()
         self._started = False
 
     # -- wiring --------------------------------------------------------------------------
@@ -103,7 +105,22 @@ class Service:
             self.store.check_space()
         except LowDiskSpace as exc:  # already below the watermark at start: say so now, not at the first refusal
             self.scp.note_space(exc)
+        self._space_stop.clear()
+        threading.Thread(target=self._watch_space, name="disk-space", daemon=True).start()
         return True
+
+    def _watch_space(self) -> None:
+        """Re-check free space every ``space_check_s``: the status says 'refusing' before a sender
+        finds out, and stops saying it once space is freed even if nobody sends meanwhile."""
+        while not self._space_stop.wait(self.space_check_s):
+            try:
+                self.store.check_space()
+            except LowDiskSpace as exc:
+                self.scp.note_space(exc)
+            except OSError as exc:  # the data dir itself is gone or unreadable: the stores will say so
+                log.warning("cannot check free space in %s: %s", self.config.data_dir, exc)
+            else:
+                self.scp.note_space(None)
 
     def _space_changed(self, problem: str | None) -> None:
         """The node started or stopped refusing instances for lack of disk space: the status bar
@@ -117,6 +134,7 @@ class Service:
         if not self._started:
             return
         self._started = False
+        self._space_stop.set()
         self.scp.stop(timeout)
         self.hub.publish(NodeStatus(False, "stopped"))
         self.readiness.stop(flush=True)

@@ -108,3 +108,30 @@ def test_a_large_series_streams_to_disk_without_accumulating(data_dir: Path, tmp
         assert current < 4 << 20
     finally:
         stop_node(node)
+
+
+def test_status_follows_free_space_without_any_instance(data_dir: Path, tmp_path: Path) -> None:
+    """Space freed (or used up) while nobody sends: the periodic check updates the status."""
+    import time
+
+    port = free_port()
+    config = Config(data_dir=data_dir, cache_dir=tmp_path / "cache", packs_dir=tmp_path / "no-packs", port=port,
+                    min_free_mb=0).validate()
+    service = Service(config)
+    service.space_check_s = 0.1
+    events: list[NodeStatus] = []
+    service.hub.subscribe(lambda e: events.append(e) if isinstance(e, NodeStatus) else None)
+    assert service.start()
+    try:
+        assert "REFUSING" not in events[-1].message
+        service.store.min_free_bytes = 1 << 60  # the disk fills up (another program)
+        end = time.monotonic() + 10
+        while "REFUSING" not in events[-1].message and time.monotonic() < end:
+            time.sleep(0.02)
+        assert "REFUSING new instances" in events[-1].message
+        service.store.min_free_bytes = 0  # freed
+        while "REFUSING" in events[-1].message and time.monotonic() < end:
+            time.sleep(0.02)
+        assert events[-1].message == f"FIRSTLOOK on 127.0.0.1:{port}"
+    finally:
+        service.stop()
