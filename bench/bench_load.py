@@ -21,7 +21,6 @@ import argparse
 import multiprocessing as mp
 import os
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydicom.uid import generate_uid
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -114,13 +114,11 @@ def main() -> int:
         plan: list[list[str]] = []
         for a in range(args.associations):
             files = []
+            study, series = generate_uid(), generate_uid()  # one series per association
             for i in range(args.instances):
                 pixels = rng.integers(-1000, 1000, (args.size, args.size)).astype(np.int16)
-                ds = make_ct_slice(pixels, (0.0, 0.0, 2.0 * i), instance=i + 1, patient_id=f"LOAD{a}")
-                if i:
-                    ds.StudyInstanceUID, ds.SeriesInstanceUID = first.StudyInstanceUID, first.SeriesInstanceUID
-                else:
-                    first = ds
+                ds = make_ct_slice(pixels, (0.0, 0.0, 2.0 * i), instance=i + 1, patient_id=f"LOAD{a}",
+                                   study_uid=study, series_uid=series)
                 files.append(str(write(ds, work / "send" / f"a{a}")))
             plan.append(files)
         pngs = sorted((args.shared / "data" / "cxr" / "images").glob("*.png"))

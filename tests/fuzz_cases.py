@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ from inference.errors import NotAnalysable
 from tests.dicom_factory import make_ct_slice
 
 ROOT = "1.2.826.0.1.3680043.10.1234"  # UIDs of fuzz cases
+# CI runs the same cases every time (a red build is reproducible); FIRSTLOOK_FUZZ_RANDOM=1 explores,
+# as bench/fuzz_long.py always does.
+DERANDOMIZE = not os.environ.get("FIRSTLOOK_FUZZ_RANDOM")
 EXPLICIT, IMPLICIT, BIG = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
 COMPRESSED = {

@@ -22,7 +22,8 @@ from dicom_node.scp import (
     STATUS_SUCCESS,
 )
 from dicom_node.scu import ASSOCIATION_FAILED, echo, send_raw
-from tests.fuzz_cases import UNSUPPORTED_SYNTAXES, ReceiveCase, check_receive, files_outside, receive_cases
+from tests.fuzz_cases import (
+    DERANDOMIZE, UNSUPPORTED_SYNTAXES, ReceiveCase, check_receive, files_outside, receive_cases)
 from tests.node_helpers import start_node, stop_node
 
 FAILURE_STATUSES = {STATUS_CANNOT_UNDERSTAND, STATUS_MISSING_UID, STATUS_BAD_UID, STATUS_OUT_OF_RESOURCES}
@@ -41,7 +42,8 @@ def test_fuzz_store_and_tensor_path() -> None:
         seen = {"stored": 0, "refused": 0}
         try:
             @settings(max_examples=int(os.environ.get("FIRSTLOOK_FUZZ_EXAMPLES", "400")), deadline=None,
-                      suppress_health_check=list(HealthCheck), database=None)
+                      suppress_health_check=list(HealthCheck), database=None,
+          derandomize=DERANDOMIZE)
             @given(receive_cases())
             def one(case: ReceiveCase) -> None:
                 outcome = check_receive(store, case)
@@ -64,7 +66,8 @@ def test_fuzz_through_a_real_association(tmp_path: Path) -> None:
     statuses: dict[int, int] = {}
     try:
         @settings(max_examples=int(os.environ.get("FIRSTLOOK_FUZZ_NET_EXAMPLES", "60")), deadline=None,
-                  suppress_health_check=list(HealthCheck), database=None)
+                  suppress_health_check=list(HealthCheck), database=None,
+          derandomize=DERANDOMIZE)
         @given(receive_cases())
         def one(case: ReceiveCase) -> None:
             sop = case.sop_uid_hint or "1.2.3.4"

@@ -9,13 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz_cases import _cxr, _deterministic, check_ct_series, check_tensor_path, ct_series_cases, dataset_damage
+from tests.fuzz_cases import (
+    DERANDOMIZE, _cxr, _deterministic, check_ct_series, check_tensor_path, ct_series_cases, dataset_damage)
 
 EXAMPLES = int(os.environ.get("FIRSTLOOK_FUZZ_EXAMPLES", "300"))
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+          derandomize=DERANDOMIZE)
 @given(ct_series_cases())
 def test_fuzz_ct_series_to_volume(case: tuple) -> None:
     """A finite HU volume or NotAnalysable with a reason; never another exception."""
@@ -33,7 +35,8 @@ def _damaged_cxr(draw: st.DrawFn) -> object:
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+          derandomize=DERANDOMIZE)
 @given(_damaged_cxr())
 def test_fuzz_radiograph_dataset_to_tensor(ds: object) -> None:
     """Damaged datasets straight into load_cxr: finite tensor or NotAnalysable."""
