@@ -269,6 +269,61 @@ def _check_not_truncated(ds: pydicom.Dataset) -> None:
                                     f"{len(raw.value)}")
 
 
+class _Joined(io.RawIOBase):
+    """Several buffers read as one seekable stream without joining them: the SCP's File Meta
+    plus pynetdicom's receive buffer, so a 1 GiB instance is not copied once more just to put
+    200 bytes in front of it (that copy doubled the node's peak memory per large instance)."""
+
+    def __init__(self, *parts: bytes | memoryview) -> None:
+        super().__init__()
+        self._parts = [memoryview(p).cast("B") for p in parts]
+        self._size = sum(len(p) for p in self._parts)
+        self._pos = 0
+        self.name = None  # pydicom reads fp.name; not a file on disk
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        n, start = 0, 0
+        for part in self._parts:
+            end = start + len(part)
+            if self._pos + n < end and n < len(out):
+                lo = self._pos + n - start
+                take = min(len(part) - lo, len(out) - n)
+                out[n:n + take] = part[lo:lo + take]
+                n += take
+            start = end
+        self._pos += n
+        return n
+
+
+def _joined(data: bytes, body: bytes | memoryview) -> bytes | BinaryIO:
+    """``data`` followed by ``body`` for read_header: the bytes themselves when there is no body."""
+    if not len(body):
+        return data
+    return io.BufferedReader(_Joined(data, body), buffer_size=1 << 16)  # type: ignore[return-value]
+
+
+def _sha256_parts(*parts: bytes | memoryview) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
 DEFLATED = "1.2.840.10008.1.2.1.99"
 # pydicom inflates a whole deflated dataset in memory before parsing it: a few MB of deflated
 # zeros would otherwise take gigabytes per association (a "zip bomb").
@@ -506,7 +561,8 @@ class StudyStore:
 
     # -- receiving -----------------------------------------------------------------------
     def store_instance(self, data: bytes | Path, calling_ae: str = "", peer: str = "",
-                       received_at: float | None = None, sop_uid_hint: str = "") -> StoredInstance:
+                       received_at: float | None = None, sop_uid_hint: str = "",
+                       body: bytes | memoryview = b"") -> StoredInstance:
         """Durably store one encoded instance (Part 10 bytes, or a file to copy in).
 
         Returns only when the bytes are fsynced under their final name (file and directory)
@@ -516,28 +572,32 @@ class StudyStore:
 
         ``sop_uid_hint`` (the C-STORE's Affected SOP Instance UID) lets an identical re-send
         (a PACS pushing a study again) be recognised before anything is written.
+
+        ``body``: bytes that follow ``data`` in the instance (the SCP passes the File Meta it
+        built as ``data`` and the dataset as received as ``body``; never joined in memory).
         """
         received_at = time.time() if received_at is None else received_at
         if isinstance(data, Path):
             return self._store_file(data, calling_ae, peer, received_at)
         if sop_uid_hint:
-            duplicate = self._known_duplicate(data, sop_uid_hint)
+            duplicate = self._known_duplicate(data, sop_uid_hint, body)
             if duplicate is not None:
                 return duplicate
-        size = len(data)
+        size = len(data) + len(body)
         self.check_space(size)
         tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
         header: InstanceHeader | None = None
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                for part in (data, body):
+                    view = memoryview(part).cast("B")
+                    while view:
+                        view = view[os.write(fd, view):]
                 synced = self._fsync_pool().submit(os.fsync, fd)
                 try:
-                    header = read_header(data)
-                    sha = hashlib.sha256(data).hexdigest()
+                    header = read_header(_joined(data, body))
+                    sha = _sha256_parts(data, body)
                 finally:
                     synced.result()  # re-raises the fsync's OSError
             finally:
@@ -552,14 +612,14 @@ class StudyStore:
         finally:
             _discard(tmp)
 
-    def _known_duplicate(self, data: bytes, sop_uid: str) -> StoredInstance | None:
+    def _known_duplicate(self, data: bytes, sop_uid: str, body: bytes | memoryview = b"") -> StoredInstance | None:
         row = self._conn().execute("SELECT path, sha256 FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
-        if row is None or hashlib.sha256(data).hexdigest() != row["sha256"]:
+        if row is None or _sha256_parts(data, body) != row["sha256"]:
             return None
         path = self.data_dir / row["path"]
         if not path.is_file():
             return None
-        header = read_header(data)  # identical bytes to an indexed instance: valid by construction
+        header = read_header(_joined(data, body))  # identical bytes to an indexed instance: valid by construction
         if header.sop_uid != sop_uid or self.instance_path(header) != path:
             return None
         return StoredInstance(header, path, "duplicate")

@@ -473,7 +473,8 @@ class StorageSCP:
                 spooled = Path(path)
                 stored = self.store.store_instance(spooled, calling_ae=calling_ae, peer=peer)
             else:
-                stored = self.store.store_instance(_part10_bytes(event, calling_ae), calling_ae=calling_ae, peer=peer,
+                meta, body = _part10_parts(event, calling_ae)
+                stored = self.store.store_instance(meta, body=body, calling_ae=calling_ae, peer=peer,
                                                    sop_uid_hint=str(event.request.AffectedSOPInstanceUID or ""))
         except UnreadableDataset as exc:
             return self._fail(STATUS_CANNOT_UNDERSTAND, exc, calling_ae, peer)
@@ -550,9 +551,16 @@ def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: 
     return b"\x00" * 128 + b"DICM" + group_length + body
 
 
-def _part10_bytes(event: evt.Event, calling_ae: str) -> bytes:
-    """File Meta (from the C-STORE command and negotiated context) + the dataset as received."""
+def _part10_parts(event: evt.Event, calling_ae: str) -> tuple[bytes, memoryview]:
+    """File Meta (from the C-STORE command and negotiated context) and the dataset as received,
+    kept apart: joining them copied the whole instance (2x peak memory for a large one)."""
     request = event.request
     meta = file_meta_bytes(str(request.AffectedSOPClassUID or ""), str(request.AffectedSOPInstanceUID or ""),
                            str(event.context.transfer_syntax), calling_ae)
-    return meta + request.DataSet.getbuffer()
+    return meta, request.DataSet.getbuffer()
+
+
+def _part10_bytes(event: evt.Event, calling_ae: str) -> bytes:
+    """The File Meta and the dataset as one Part 10 byte string."""
+    meta, body = _part10_parts(event, calling_ae)
+    return meta + body

@@ -135,3 +135,35 @@ def test_status_follows_free_space_without_any_instance(data_dir: Path, tmp_path
         assert events[-1].message == f"FIRSTLOOK on 127.0.0.1:{port}"
     finally:
         service.stop()
+
+
+def test_a_large_instance_is_held_once_not_twice(data_dir: Path, tmp_path: Path) -> None:
+    """One 48 MiB multi-frame instance from storescu: the node's Python heap peaks at about the
+    instance (pynetdicom's receive buffer), not twice it (the File Meta used to be joined to a
+    copy of the whole dataset)."""
+    import subprocess
+    import tracemalloc
+
+    from tests.node_helpers import dcmtk, dcmtk_env, start_node, stop_node
+
+    ds = make_ct_slice(np.zeros((512, 512), np.int16), (0, 0, 0))
+    ds.NumberOfFrames = 96
+    ds.PixelData = np.random.default_rng(0).integers(-1000, 1000, (96, 512, 512)).astype(np.int16).tobytes()
+    path = write(ds, tmp_path / "big")
+    size = path.stat().st_size
+    node = start_node(data_dir)
+    try:
+        tracemalloc.start()
+        done = subprocess.run([dcmtk("storescu"), "-aec", node.ae, "127.0.0.1", str(node.port), str(path)],
+                              capture_output=True, text=True, timeout=300, env=dcmtk_env())
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert done.returncode == 0, done.stderr
+        (row,) = node.store.instance_rows()
+        import pydicom
+
+        assert pydicom.dcmread(data_dir / row["path"]).PixelData == ds.PixelData
+        assert node.store.verify() == []
+        assert peak < 1.5 * size, f"peak Python heap {peak >> 20} MiB for a {size >> 20} MiB instance"
+    finally:
+        stop_node(node)
