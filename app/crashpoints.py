@@ -7,8 +7,9 @@ environment variable ``FIRSTLOOK_CRASH_POINTS`` is set, e.g.
 the given probability, after one log line naming the point. Unset (always, outside the
 harness), ``crash_point`` is one dictionary lookup and does nothing.
 
-Points: ``after-fsync`` (temporary file fsynced, not renamed), ``after-rename`` (final name
-in place, index row not committed), ``after-index`` (row committed, directory not fsynced,
+Points: ``after-fsync`` (temporary file fsynced, not renamed), ``after-link`` (replacement:
+old version linked into superseded/, new one not renamed in), ``after-rename`` (final name in
+place, index row not committed), ``after-index`` (row committed, directory not fsynced,
 Success not sent), ``mid-analysis`` (job claimed, result not saved).
 """
 

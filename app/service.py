@@ -71,6 +71,7 @@ class Service:
             # may be missing while their fsynced files are there. Adopt them.
             log.warning("the last run did not stop cleanly; checking the stored files against the index")
             self.store.adopt_unindexed()
+            self.store.reconcile_superseded()
         fd = os.open(self._running_marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as marker:
             marker.write(f"{os.getpid()}\n")

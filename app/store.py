@@ -683,6 +683,7 @@ class StudyStore:
             # On disk but not indexed (index rebuilt or lost): never overwrite it blindly.
             existing, old_sha = final, _sha256_file(final)
         outcome = "stored"
+        replacement: tuple[Any, ...] | None = None
         if existing is not None:
             if old_sha == sha:
                 if row is None or existing != final:
@@ -696,11 +697,10 @@ class StudyStore:
             except OSError:
                 shutil.copy2(existing, keep)
             _fsync_dir(self.superseded_dir)
-            conn.execute(
-                "INSERT INTO replacements(sop_uid, old_sha256, new_sha256, superseded_path, replaced_at, calling_ae)"
-                " VALUES (?,?,?,?,?,?)",
-                (header.sop_uid, old_sha, sha, str(keep.relative_to(self.data_dir)), received_at, calling_ae),
-            )
+            crash_point("after-link")
+            # Recorded in the same transaction as the new index row (after the rename): a crash
+            # before it leaves no row claiming a replacement that did not happen.
+            replacement = (header.sop_uid, old_sha, sha, str(keep.relative_to(self.data_dir)), received_at, calling_ae)
             log.warning("instance %s replaced by different bytes from %s; old version kept in %s",
                         header.sop_uid, calling_ae or "?", keep.name)
         if not final.parent.is_dir():
@@ -713,14 +713,18 @@ class StudyStore:
         if existing is not None and existing != final:
             # Same SOP Instance UID re-sent under another study/series: the old name is superseded.
             existing.unlink(missing_ok=True)
-        self._index(conn, header, final, sha, size, calling_ae, peer, received_at)
+        self._index(conn, header, final, sha, size, calling_ae, peer, received_at, replacement)
         return StoredInstance(header, final, outcome)
 
     def _index(self, conn: sqlite3.Connection, h: InstanceHeader, final: Path, sha: str, size: int,
-               calling_ae: str, peer: str, received_at: float) -> None:
+               calling_ae: str, peer: str, received_at: float, replacement: tuple[Any, ...] | None = None) -> None:
         rel = str(final.relative_to(self.data_dir))
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if replacement is not None:
+                conn.execute(
+                    "INSERT INTO replacements(sop_uid, old_sha256, new_sha256, superseded_path, replaced_at, calling_ae)"
+                    " VALUES (?,?,?,?,?,?)", replacement)
             conn.execute(
                 """INSERT INTO studies(study_uid, patient_id, patient_name, patient_birth_date, patient_sex,
                        study_date, study_time, accession, description, modalities,
@@ -1032,6 +1036,44 @@ class StudyStore:
             if count:
                 log.warning("indexed %d instance file(s) the index did not know about", count)
             return count
+
+    def reconcile_superseded(self) -> int:
+        """After an unclean stop: a superseded copy without a ``replacements`` row is the trace
+        of a replacement the crash interrupted. If the current file already holds the new
+        version (crash after the rename, before the index commit) the index row is corrected
+        and the replacement recorded; if it still holds the old version (crash before the
+        rename) the extra name of the same bytes is removed. Cheap: only superseded/ is read."""
+        with self._write_lock:
+            conn = self._conn()
+            recorded = {r["superseded_path"] for r in conn.execute("SELECT superseded_path FROM replacements")}
+            fixed = 0
+            for kept in sorted(self.superseded_dir.glob("*.dcm")):
+                rel = str(kept.relative_to(self.data_dir))
+                parts = kept.name.rsplit(".", 3)  # <sop>.<ms>.<old sha[:12]>.dcm
+                if rel in recorded or len(parts) != 4:
+                    continue
+                row = conn.execute("SELECT * FROM instances WHERE sop_uid=?", (parts[0],)).fetchone()
+                current = self.data_dir / row["path"] if row is not None else None
+                if current is None or not current.is_file():
+                    continue
+                actual = _sha256_file(current)
+                if actual == row["sha256"]:
+                    if _sha256_file(kept) == actual:
+                        kept.unlink()  # the replacement never happened: same bytes as the current file
+                        fixed += 1
+                    continue
+                try:
+                    header = read_header(current)
+                except InvalidDataset as exc:
+                    log.error("%s is not a readable instance (%s); left in place", current, exc)
+                    continue
+                st = current.stat()
+                self._index(conn, header, current, actual, st.st_size, row["calling_ae"] or "", row["peer"] or "",
+                            st.st_mtime, (parts[0], row["sha256"], actual, rel, st.st_mtime, row["calling_ae"]))
+                fixed += 1
+            if fixed:
+                log.warning("completed %d replacement(s) interrupted by the last stop", fixed)
+            return fixed
 
     def verify(self) -> list[str]:
         """Disagreements between index and files (empty when consistent)."""

@@ -152,3 +152,62 @@ def test_worker_survives_a_job_whose_result_cannot_be_saved(data_dir: Path, tmp_
         assert store.get_result(first) is None and store.job_state(first) == "running"  # re-queued at next start
     finally:
         pipeline.stop()
+
+
+def _crash_while_replacing(data_dir: Path, first: bytes, second: bytes, point: str) -> None:
+    """Store ``first``, then die (SIGKILL) at ``point`` while ``second`` replaces it."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            store = StudyStore(data_dir)
+            store.store_instance(first)
+            os.environ[ENV] = f"{point}:1"
+            store.store_instance(second)
+        finally:
+            os._exit(3)  # not reached when the crash point fires
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+
+
+def _two_versions(tmp_path: Path) -> tuple[bytes, bytes, object]:
+    ds = make_ct_slice(np.zeros((16, 16), np.int16), (0, 0, 0))
+    first = write(ds, tmp_path / "v1").read_bytes()
+    ds.SeriesDescription = "corrected"
+    return first, write(ds, tmp_path / "v2").read_bytes(), ds
+
+
+def test_replacement_interrupted_after_the_rename_is_completed_at_start(data_dir: Path, tmp_path: Path) -> None:
+    """Crash after the new version was renamed in, before the index commit: the index still had
+    the old hash (verify() failed) and nothing recorded the replacement."""
+    import hashlib
+
+    first, second, ds = _two_versions(tmp_path)
+    _crash_while_replacing(data_dir, first, second, "after-rename")
+    store = StudyStore(data_dir)
+    target = store.studies_dir / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    assert target.read_bytes() == second
+    assert store.verify() != []  # the state the crash left
+    assert store.reconcile_superseded() == 1
+    assert store.verify() == []
+    (rep,) = store.replacements()
+    assert rep["old_sha256"] == hashlib.sha256(first).hexdigest()
+    assert rep["new_sha256"] == hashlib.sha256(second).hexdigest()
+    assert (data_dir / rep["superseded_path"]).read_bytes() == first  # the old version kept
+    assert store.reconcile_superseded() == 0
+
+
+def test_replacement_interrupted_before_the_rename_leaves_the_old_version(data_dir: Path, tmp_path: Path) -> None:
+    """Crash after the old version was linked into superseded/, before the rename: before the
+    fix a replacements row (committed on its own) claimed a replacement that never happened."""
+    first, second, ds = _two_versions(tmp_path)
+    _crash_while_replacing(data_dir, first, second, "after-link")
+    store = StudyStore(data_dir)
+    assert store.replacements() == []
+    assert len(list(store.superseded_dir.iterdir())) == 1
+    assert store.reconcile_superseded() == 1
+    assert list(store.superseded_dir.iterdir()) == []  # the extra name of the current bytes
+    assert store.verify() == []
+    target = store.studies_dir / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    assert target.read_bytes() == first
+    assert store.store_instance(second).outcome == "replaced"  # the sender re-sends it
+    assert len(store.replacements()) == 1 and store.verify() == []
