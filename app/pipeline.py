@@ -106,7 +106,7 @@ class Pipeline:
                 return
         crash_point("mid-analysis")
         self.store.save_result(result)
-        self.store.finish_job(job.series_uid, job.instance_count)
+        self.store.finish_job(job.series_uid, job.instance_count, job.enqueued_at)
         log.info("series %s: %s (%s) %s", job.series_uid, result.priority, result.status, result.summary)
         self.hub.publish(ResultStored(job.study_uid, job.series_uid, result.priority))
 

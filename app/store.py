@@ -842,28 +842,36 @@ class StudyStore:
 
     # -- jobs (persistent analysis queue) -----------------------------------------------
     def enqueue_job(self, series_uid: str) -> bool:
-        """Queue analysis of a series; a finished job is re-queued only if instances were added."""
+        """Queue analysis of a series; a finished (or running) job is re-queued only if the series
+        changed since: instances added, or one replaced by a corrected version (same count, but
+        received after the job finished or started)."""
         with self._write_lock:
             conn = self._conn()
             series = self.get_series(series_uid)
             if series is None:
                 return False
-            row = conn.execute("SELECT state, instance_count FROM jobs WHERE series_uid=?", (series_uid,)).fetchone()
+            row = conn.execute("SELECT state, instance_count, started_at, finished_at FROM jobs WHERE series_uid=?",
+                               (series_uid,)).fetchone()
             now = time.time()
+
+            def changed_since(when: float | None) -> bool:
+                return row["instance_count"] != series.n_instances or (when is not None and series.last_received > when)
+
             if row is None:
                 conn.execute("INSERT INTO jobs(series_uid, study_uid, state, instance_count, enqueued_at)"
                              " VALUES (?,?,?,?,?)", (series_uid, series.study_uid, "pending", series.n_instances, now))
                 return True
-            if row["state"] == "done" and row["instance_count"] != series.n_instances:
+            if row["state"] == "done" and changed_since(row["finished_at"]):
                 conn.execute("UPDATE jobs SET state='pending', instance_count=?, enqueued_at=?, attempts=0"
                              " WHERE series_uid=?", (series.n_instances, now, series_uid))
                 return True
             if row["state"] == "pending":
                 conn.execute("UPDATE jobs SET instance_count=? WHERE series_uid=?", (series.n_instances, series_uid))
-            elif row["state"] == "running" and row["instance_count"] != series.n_instances:
-                # Instances arrived while the series was being analysed: the running job may
-                # not see them, so finish_job puts it back in the queue instead of 'done'.
-                conn.execute("UPDATE jobs SET instance_count=? WHERE series_uid=?", (series.n_instances, series_uid))
+            elif row["state"] == "running" and changed_since(row["started_at"]):
+                # Instances arrived (or were replaced) while the series was being analysed: the
+                # running job may not see them, so finish_job puts it back in the queue.
+                conn.execute("UPDATE jobs SET instance_count=?, enqueued_at=? WHERE series_uid=?",
+                             (series.n_instances, now, series_uid))
                 return True
             return False
 
@@ -888,28 +896,33 @@ class StudyStore:
                 args).fetchone()
         return Job(**dict(row)) if row else None
 
-    def finish_job(self, series_uid: str, claimed_count: int | None = None) -> None:
-        """Mark a job done; with ``claimed_count`` (the job's instance count when claimed), a job
-        whose series grew meanwhile goes back to pending so the new instances get analysed."""
+    def finish_job(self, series_uid: str, claimed_count: int | None = None,
+                   claimed_enqueued_at: float | None = None) -> None:
+        """Mark a job done; with ``claimed_count`` / ``claimed_enqueued_at`` (the job as claimed),
+        a job whose series changed meanwhile (enqueue_job updated it) goes back to pending so
+        the new or corrected instances get analysed."""
         with self._write_lock:
             if claimed_count is None:
                 self._conn().execute("UPDATE jobs SET state='done', finished_at=? WHERE series_uid=?",
                                      (time.time(), series_uid))
                 return
+            same = "instance_count=? AND (? IS NULL OR enqueued_at=?)"
             self._conn().execute(
-                "UPDATE jobs SET state=CASE WHEN instance_count=? THEN 'done' ELSE 'pending' END, finished_at=?,"
-                " attempts=CASE WHEN instance_count=? THEN attempts ELSE 0 END WHERE series_uid=?",
-                (claimed_count, time.time(), claimed_count, series_uid))
+                f"UPDATE jobs SET state=CASE WHEN {same} THEN 'done' ELSE 'pending' END, finished_at=?,"
+                f" attempts=CASE WHEN {same} THEN attempts ELSE 0 END WHERE series_uid=?",
+                (claimed_count, claimed_enqueued_at, claimed_enqueued_at, time.time(),
+                 claimed_count, claimed_enqueued_at, claimed_enqueued_at, series_uid))
 
     def series_needing_analysis(self) -> list[tuple[str, str]]:
-        """(study, series) pairs with stored instances but no queued job, or whose last finished
-        job saw fewer instances than are stored now. After an unclean stop these are series
-        whose readiness was only in memory (the quiet period or the release never came)."""
+        """(study, series) pairs with stored instances but no queued job, or that changed after
+        their last finished job (instances added or replaced). After an unclean stop these are
+        series whose readiness was only in memory (the quiet period or the release never came)."""
         rows = self._conn().execute(
             """SELECT se.study_uid, se.series_uid FROM series se LEFT JOIN jobs j ON j.series_uid = se.series_uid
                WHERE EXISTS (SELECT 1 FROM instances i WHERE i.series_uid = se.series_uid)
-                 AND (j.series_uid IS NULL OR (j.state = 'done' AND j.instance_count !=
-                      (SELECT count(*) FROM instances i WHERE i.series_uid = se.series_uid)))""").fetchall()
+                 AND (j.series_uid IS NULL OR (j.state = 'done' AND (se.last_received > j.finished_at
+                      OR j.instance_count != (SELECT count(*) FROM instances i WHERE i.series_uid = se.series_uid))))"""
+        ).fetchall()
         return [(r["study_uid"], r["series_uid"]) for r in rows]
 
     def requeue_interrupted_jobs(self) -> int:

@@ -17,8 +17,10 @@ Used by tests/test_crash_consistency.py (a few kills, CI) and bench/bench_crash.
 * At the end FirstLook runs undisturbed until every series has its result, stops with SIGTERM,
   and the data dir is checked: acknowledged instances present and byte-identical (dataset
   after the File Meta Information, which FirstLook writes itself), ``StudyStore.verify()``
-  empty, no ``*.part`` left, every series analysed with its full instance count, one result
-  per series and one overlay file per CheXNet result.
+  empty, no ``*.part`` left, every series analysed with its full instance count and after its
+  last (possibly corrected) instance, one result per series and one overlay file per CheXNet
+  result. Each sender ends with a corrected version of its first radiograph (same UIDs,
+  different bytes): the earlier acknowledged version must be kept in superseded/ with a row.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from tests.dicom_factory import make_ct_slice, make_cxr_dataset, write
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
-KINDS = ("external", "after-rename", "mid-analysis", "after-fsync", "sending", "after-index")
+KINDS = ("external", "after-rename", "mid-analysis", "after-fsync", "sending", "after-index", "after-link")
 _SENT = re.compile(r"Sending file: (.+)$")
 _OK = re.compile(r"Received Store Response \(Success\)")
 
@@ -75,7 +77,8 @@ class CrashSettings:
 class CrashReport:
     kills: int = 0
     kill_kinds: dict[str, int] = field(default_factory=dict)
-    instances: int = 0               # distinct instances the senders had to deliver
+    instances: int = 0               # distinct instances (versions) the senders had to deliver
+    replaced: int = 0                # acknowledged versions later replaced: kept in superseded/ with a row
     sent: int = 0                    # C-STORE requests issued, re-sends included
     acknowledged: int = 0            # distinct instances a sender saw answered Success
     present: int = 0                 # of those, on disk byte-identical and indexed
@@ -104,7 +107,8 @@ class CrashReport:
             f"kills {self.kills} ({', '.join(f'{k} {v}' for k, v in sorted(self.kill_kinds.items()))}), "
             f"restarts {self.restarts}, {self.seconds:.0f} s",
             f"instances {self.instances}, C-STOREs sent {self.sent}, acknowledged {self.acknowledged}, "
-            f"present {self.present}, lost {self.lost}, altered {self.altered}",
+            f"present {self.present} (of which {self.replaced} replaced, kept in superseded/), lost {self.lost}, "
+            f"altered {self.altered}",
             f"index vs files: {len(self.verify_problems)} problem(s); temporary files left: {len(self.temp_files_left)}",
             f"series {self.series}, results {self.results}, without result {len(self.series_without_result)}, "
             f"stale {len(self.stale_results)}, duplicate results {self.duplicate_results}, "
@@ -144,6 +148,13 @@ def make_studies(settings: CrashSettings, out: Path) -> list[list[Study]]:
                     files.append(write(make_ct_slice(pixels, (0.0, 0.0, 5.0 * i), instance=i + 1, study_uid=study_uid,
                                                      series_uid=series_uid, patient_id=f"P{s}{k}"), folder))
                 studies.append(Study(files, [series_uid]))
+        first_cxr = next((st for st in studies if len(st.files) == 1), None)
+        if first_cxr is not None:  # a corrected version of the first radiograph: a replacement
+            import pydicom
+
+            ds = pydicom.dcmread(first_cxr.files[0])
+            ds.SeriesDescription = "DX chest (corrected)"
+            studies.append(Study([write(ds, out / f"sender{s}" / "corrected")], list(first_cxr.series_uids)))
         plan.append(studies)
     return plan
 
@@ -167,6 +178,7 @@ class Sender(threading.Thread):
         self.settings = settings
         self.stop_event = stop
         self.acked: set[Path] = set()
+        self.ack_order: list[Path] = []
         self.sent = 0
         self.active = threading.Event()  # an association is (being) set up or open
         self.rng = random.Random(settings.seed * 100 + idx)
@@ -197,6 +209,7 @@ class Sender(threading.Thread):
                         self.sent += 1
                     elif current is not None and _OK.search(line):
                         self.acked.add(current)
+                        self.ack_order.append(current)
                         current = None
                 if any(f not in self.acked for f in todo):
                     time.sleep(0.2 + self.rng.random() * 0.3)  # node down or refused: retry shortly
@@ -345,14 +358,14 @@ def run_crash_harness(settings: CrashSettings, port: int) -> CrashReport:
         for s in senders:
             s.join(30)
     report.sent = sum(s.sent for s in senders)
-    acked = set().union(*(s.acked for s in senders))
-    report.acknowledged = len(acked)
+    acked = [p for s in senders for p in s.ack_order]  # per sender in order: a correction after its original
+    report.acknowledged = len(set(acked))
     _check(report, data_dir, acked, work / "firstlook.log")
     report.seconds = time.monotonic() - started
     return report
 
 
-def _check(report: CrashReport, data_dir: Path, acked: set[Path], log_path: Path) -> None:
+def _check(report: CrashReport, data_dir: Path, acked: list[Path], log_path: Path) -> None:
     import pydicom
 
     from app.store import StudyStore
@@ -360,13 +373,26 @@ def _check(report: CrashReport, data_dir: Path, acked: set[Path], log_path: Path
     store = StudyStore(data_dir)
     try:
         indexed = {r["sop_uid"]: r for r in store.instance_rows()}
-        for path in acked:
+        latest: dict[str, Path] = {}
+        for path in dict.fromkeys(acked):  # acknowledged order; the last version of a SOP Instance wins
+            latest[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = path
+        kept = {dataset_body((data_dir / r["superseded_path"]).read_bytes())
+                for r in store.replacements() if (data_dir / r["superseded_path"]).is_file()}
+        for path in dict.fromkeys(acked):
             ds = pydicom.dcmread(path, stop_before_pixels=True)
+            body = dataset_body(path.read_bytes())
+            if latest[str(ds.SOPInstanceUID)] != path:  # replaced later: the old version is kept, with its row
+                if body in kept:
+                    report.replaced += 1
+                    report.present += 1
+                else:
+                    report.lost += 1
+                continue
             target = store.studies_dir / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
             if not target.is_file() or ds.SOPInstanceUID not in indexed:
                 report.lost += 1
                 continue
-            if dataset_body(target.read_bytes()) != dataset_body(path.read_bytes()):
+            if dataset_body(target.read_bytes()) != body:
                 report.altered += 1
                 continue
             report.present += 1
@@ -388,8 +414,9 @@ def _check(report: CrashReport, data_dir: Path, acked: set[Path], log_path: Path
                 continue
             report.results[result.status] = report.results.get(result.status, 0) + 1
             state, count = jobs.get(se.series_uid, ("", -1))
-            if state != "done" or count != se.n_instances:
-                report.stale_results.append(f"{se.series_uid}: job {state} saw {count} of {se.n_instances}")
+            if state != "done" or count != se.n_instances or result.created_at < se.last_received:
+                report.stale_results.append(f"{se.series_uid}: job {state} saw {count} of {se.n_instances}, "
+                                            f"result {result.created_at:.3f}, last instance {se.last_received:.3f}")
         for folder in store.results_dir.iterdir():
             files = sorted(p.name for p in folder.iterdir())
             if folder.name not in results or len(files) > 1 or (

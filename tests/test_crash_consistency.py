@@ -29,6 +29,7 @@ def test_sigkill_while_receiving_and_analysing_loses_nothing(tmp_path: Path, sha
     assert "point-after-rename" in report.kill_kinds  # the write-then-index window was hit
     assert report.acknowledged == report.instances  # senders re-sent until everything was acknowledged
     assert report.lost == 0 and report.altered == 0 and report.present == report.acknowledged
+    assert report.replaced == 4  # each sender's corrected radiograph: the earlier version kept in superseded/
     assert report.verify_problems == []
     assert report.temp_files_left == []
     assert report.series_without_result == [] and report.stale_results == []

@@ -211,3 +211,37 @@ def test_replacement_interrupted_before_the_rename_leaves_the_old_version(data_d
     assert target.read_bytes() == first
     assert store.store_instance(second).outcome == "replaced"  # the sender re-sends it
     assert len(store.replacements()) == 1 and store.verify() == []
+
+
+def test_a_corrected_instance_is_analysed_again(data_dir: Path, tmp_path: Path) -> None:
+    """A replaced instance (same count, different bytes) was never re-analysed: enqueue_job only
+    compared instance counts, so the result kept describing the superseded version."""
+    first, second, _ = _two_versions(tmp_path)
+    store = StudyStore(data_dir)
+    series = store.store_instance(first).header.series_uid
+    assert store.enqueue_job(series)
+    job = store.claim_job()
+    store.finish_job(series, job.instance_count, job.enqueued_at)
+    assert store.job_state(series) == "done"
+    store.store_instance(first)                    # an identical re-send changes nothing
+    assert store.enqueue_job(series) is False
+    time.sleep(0.01)
+    assert store.store_instance(second).outcome == "replaced"
+    assert store.enqueue_job(series) is True       # the corrected version is analysed
+    assert store.job_state(series) == "pending"
+
+
+def test_a_correction_arriving_during_analysis_requeues_the_job(data_dir: Path, tmp_path: Path) -> None:
+    first, second, _ = _two_versions(tmp_path)
+    store = StudyStore(data_dir)
+    series = store.store_instance(first).header.series_uid
+    store.enqueue_job(series)
+    job = store.claim_job()
+    time.sleep(0.01)
+    store.store_instance(second)                   # replaced while the job runs
+    assert store.enqueue_job(series) is True
+    store.finish_job(series, job.instance_count, job.enqueued_at)
+    assert store.job_state(series) == "pending"
+    again = store.claim_job()
+    store.finish_job(series, again.instance_count, again.enqueued_at)
+    assert store.job_state(series) == "done" and store.series_needing_analysis() == []
