@@ -1,7 +1,7 @@
 """Head-CT (BLAST-CT) benchmark, run by hand: seconds per study and peak RSS, FP32 vs INT8.
 
     python bench/bench_headct.py [--pack build/model-packs/blast-ct] [--shared ../shared]
-                                 [--members 1 12] [--precisions int8 fp32] [--tiles 90]
+                                 [--members 1 12] [--precisions bf16 int8 fp32] [--tiles 90]
                                  [--cases real synthetic] [--reference]
 
 Every configuration runs in a fresh subprocess so peak RSS is per configuration.
@@ -89,7 +89,8 @@ def main() -> None:
     ap.add_argument("--pack", default=str(REPO / "build" / "model-packs" / "blast-ct"))
     ap.add_argument("--shared", default=os.environ.get("FIRSTLOOK_SHARED", str(REPO.parent / "shared")))
     ap.add_argument("--members", type=int, nargs="+", default=[1, 12])
-    ap.add_argument("--precisions", nargs="+", default=["int8", "fp32"])
+    ap.add_argument("--precisions", nargs="+", default=None,
+                    help="int8 / bf16 / fp32 (default: the pack's gated runtime precision and fp32)")
     ap.add_argument("--tiles", type=int, nargs="+", default=[90])
     ap.add_argument("--cases", nargs="+", default=["real", "synthetic"])
     ap.add_argument("--reference", action="store_true", help="also run 30^3 tiles without skipping (upstream scheme)")
@@ -104,6 +105,9 @@ def main() -> None:
         print(json.dumps(run_one(args)))
         return
     tiles = list(args.tiles) + ([30] if args.reference else [])
+    if args.precisions is None:
+        manifest = json.loads((Path(args.pack) / "manifest.json").read_text())
+        args.precisions = [manifest.get("runtime", {}).get("precision", "int8"), "fp32"]
     rows = []
     print(f"{'case':10} {'prec':5} {'mem':>3} {'tile':>4} {'s/study':>8} {'s/member':>8} {'tiles':>9} "
           f"{'compile':>7} {'infer':>7} {'prep+post':>9} {'RSS GB':>6}  volumes mL", flush=True)
