@@ -75,6 +75,7 @@ def _sender(idx: int, files: list[str], port: int, barrier: "mp.synchronize.Barr
 
 
 def _echo_probe(port: int, stop: threading.Event, latencies: list[float], failures: list[str]) -> None:
+    """What a monitoring system does: a new association, C-ECHO, release, every 0.25 s."""
     from dicom_node.scu import echo
 
     while not stop.is_set():
@@ -84,6 +85,30 @@ def _echo_probe(port: int, stop: threading.Event, latencies: list[float], failur
         if status != 0:
             failures.append(f"status {status}")
         stop.wait(0.25)
+
+
+def _echo_open(port: int, stop: threading.Event, latencies: list[float], failures: list[str]) -> None:
+    """C-ECHO alone (the DIMSE round trip) on one association opened before the load."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title="PROBE2")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="FIRSTLOOK")
+    if not assoc.is_established:
+        failures.append("association refused")
+        return
+    try:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            rsp = assoc.send_c_echo()
+            latencies.append(time.perf_counter() - t0)
+            if getattr(rsp, "Status", None) != 0:
+                failures.append(f"echo status {getattr(rsp, 'Status', None)}")
+            stop.wait(0.25)
+    finally:
+        assoc.release()
 
 
 def _results(db: Path) -> int:
@@ -128,7 +153,7 @@ def main() -> int:
         cmd = [sys.executable, "-m", "app", "--config", str(work / "none.toml"), "--headless",
                "--data-dir", str(work / "data"), "--cache-dir", str(work / "cache"),
                "--packs-dir", str(packs or work / "no-packs"), "--port", str(port), "--min-free-mb", "0",
-               "--max-associations", str(args.associations + 4), "--quiet-period", "2"]
+               "--max-associations", str(args.associations + 4), "--quiet-period", "2"]  # + the 2 probes
         node = subprocess.Popen(cmd, cwd=REPO, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
         try:
             from dicom_node.scu import echo, send_files
@@ -161,8 +186,11 @@ def main() -> int:
             t_start = time.perf_counter()
             for p in procs:
                 p.start()
-            probe = threading.Thread(target=_echo_probe, args=(port, stop, latencies, failures), daemon=True)
-            probe.start()
+            open_latencies: list[float] = []
+            probes = [threading.Thread(target=_echo_probe, args=(port, stop, latencies, failures), daemon=True),
+                      threading.Thread(target=_echo_open, args=(port, stop, open_latencies, failures), daemon=True)]
+            for probe in probes:
+                probe.start()
             collected = []
             while len(collected) < args.associations:
                 try:
@@ -175,7 +203,8 @@ def main() -> int:
                     break
             load_s = time.perf_counter() - t_start
             stop.set()
-            probe.join(15)
+            for probe in probes:
+                probe.join(15)
             for p in procs:
                 p.join(30)
             results_after = _results(db)
@@ -191,6 +220,7 @@ def main() -> int:
                 return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
             lat = sorted(latencies)
+            lat_open = sorted(open_latencies)
             print(f"\nload: {args.associations} associations x {args.instances} instances of "
                   f"{args.size}x{args.size} CT ({args.size * args.size * 2 // 1024} KiB) in {load_s:.1f} s "
                   f"({len(times) / load_s:.0f} instances/s); load average {os.getloadavg()[0]:.1f}")
@@ -200,13 +230,15 @@ def main() -> int:
             print(f"C-ECHO during load ({len(lat)} probes, association + echo + release): "
                   f"p50 {pct(lat, 0.5) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms, "
                   f"max {lat[-1] * 1000 if lat else float('nan'):.0f} ms, failures {len(failures)}")
+            print(f"C-ECHO alone on an open association ({len(lat_open)} probes): p50 {pct(lat_open, 0.5) * 1000:.0f} ms, "
+                  f"p99 {pct(lat_open, 0.99) * 1000:.0f} ms, max {lat_open[-1] * 1000 if lat_open else float('nan'):.0f} ms")
             print(f"node RSS: peak (VmHWM) {peak_kib / 1024:.0f} MiB, during load max {max(rss_samples) / 1024:.0f} MiB")
             during = [n for t, n in results_timeline if n >= 0]
             print(f"analysis results: {results_before} before the load, {during[-1] if during else '?'} at its end "
                   f"(+{(during[-1] - results_before) if during else '?'} during the load), {results_after} now "
                   f"(earlier radiographs: {args.earlier}; each finished load series adds one)")
-            passed = (ok == args.associations * args.instances == stored and not failures and lat
-                      and lat[-1] < 1.0 and (not earlier or (during and during[-1] > results_before)))
+            passed = (ok == args.associations * args.instances == stored and not failures and lat and lat_open
+                      and lat[-1] < 1.0 and lat_open[-1] < 1.0 and (not earlier or (during and during[-1] > results_before)))
             print("RESULT:", "PASS" if passed else "FAIL")
             return 0 if passed else 1
         finally:
