@@ -116,6 +116,8 @@ class Service:
         while not self._space_stop.wait(self.space_check_s):
             try:
                 self.store.check_space()
+                if self.store.free_bytes() < 1 << 20:  # full although no watermark is set (min_free_mb = 0)
+                    raise LowDiskSpace("disk full: less than 1 MiB free")
             except LowDiskSpace as exc:
                 self.scp.note_space(exc)
             except OSError as exc:  # the data dir itself is gone or unreadable: the stores will say so
