@@ -561,9 +561,3 @@ def _part10_parts(event: evt.Event, calling_ae: str) -> tuple[bytes, memoryview]
     meta = file_meta_bytes(str(request.AffectedSOPClassUID or ""), str(request.AffectedSOPInstanceUID or ""),
                            str(event.context.transfer_syntax), calling_ae)
     return meta, request.DataSet.getbuffer()
-
-
-def _part10_bytes(event: evt.Event, calling_ae: str) -> bytes:
-    """The File Meta and the dataset as one Part 10 byte string."""
-    meta, body = _part10_parts(event, calling_ae)
-    return meta + body
