@@ -128,7 +128,8 @@ class Service:
     def _space_changed(self, problem: str | None) -> None:
         """The node started or stopped refusing instances for lack of disk space: the status bar
         shows it (NodeStatus is what the UI's node label displays)."""
-        message = self._node_message if problem is None else f"{self._node_message} - REFUSING new instances: {problem}"
+        reason = (problem or "").removesuffix("; refusing new instances")
+        message = self._node_message if problem is None else f"{self._node_message} - REFUSING new instances: {reason}"
         self.hub.publish(NodeStatus(True, message))
 
     def stop(self, timeout: float = 30.0) -> None:
