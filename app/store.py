@@ -1071,8 +1071,22 @@ class StudyStore:
                     continue
                 actual = _sha256_file(current)
                 if actual == row["sha256"]:
-                    if _sha256_file(kept) == actual:
+                    kept_sha = _sha256_file(kept)
+                    if kept_sha == actual:
                         kept.unlink()  # the replacement never happened: same bytes as the current file
+                        fixed += 1
+                        continue
+                    # Re-sent under another study/series and its new name already adopted: the old
+                    # name (the same file as the superseded copy) is what the crash left behind.
+                    stale = [p for p in self.studies_dir.glob(f"*/*/{parts[0]}.dcm")
+                             if p != current and os.path.samefile(p, kept)]
+                    for path in stale:
+                        path.unlink()
+                    if stale:
+                        conn.execute(
+                            "INSERT INTO replacements(sop_uid, old_sha256, new_sha256, superseded_path, replaced_at,"
+                            " calling_ae) VALUES (?,?,?,?,?,?)",
+                            (parts[0], kept_sha, actual, rel, current.stat().st_mtime, row["calling_ae"]))
                         fixed += 1
                     continue
                 try:

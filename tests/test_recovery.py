@@ -245,3 +245,22 @@ def test_a_correction_arriving_during_analysis_requeues_the_job(data_dir: Path, 
     again = store.claim_job()
     store.finish_job(series, again.instance_count, again.enqueued_at)
     assert store.job_state(series) == "done" and store.series_needing_analysis() == []
+
+
+def test_instance_moved_to_another_series_interrupted_is_completed(data_dir: Path, tmp_path: Path) -> None:
+    """Same SOP Instance UID re-sent under another series, crash after the new name was renamed
+    in: adopting the new name left the old one on disk and unindexed (verify() failed)."""
+    ds = make_ct_slice(np.zeros((16, 16), np.int16), (0, 0, 0))
+    first = write(ds, tmp_path / "v1").read_bytes()
+    old_series = ds.SeriesInstanceUID
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1234.77"
+    second = write(ds, tmp_path / "v2").read_bytes()
+    _crash_while_replacing(data_dir, first, second, "after-rename")
+    store = StudyStore(data_dir)
+    assert store.adopt_unindexed() == 1
+    assert store.verify() != []  # the old name is still there, no longer indexed
+    assert store.reconcile_superseded() == 1
+    assert store.verify() == []
+    assert not (store.studies_dir / ds.StudyInstanceUID / old_series / f"{ds.SOPInstanceUID}.dcm").exists()
+    (rep,) = store.replacements()
+    assert (data_dir / rep["superseded_path"]).read_bytes() == first
