@@ -246,6 +246,11 @@ class BlastCt:
             hint = "f32"
         return {"INFERENCE_PRECISION_HINT": hint}
 
+    def _ir_key(self, member: str) -> str:
+        """Which IR of the member runs: bf16 runs its own copy if the pack has one, else the FP32 IR."""
+        files = next((m.files for m in self.pack.members if m.name == member), {})
+        return self.precision if self.precision in files else PRECISIONS[self.precision][0]
+
     def _native_bf16(self) -> bool:
         try:
             return "BF16" in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -255,7 +260,7 @@ class BlastCt:
     def _compile(self, member: str, size: tuple[int, int, int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
         """Compile one member for output tiles of ``size``; the pack's own shape goes through
         CompiledModel (device fallback), other shapes reshape the shape-independent IR."""
-        xml = self.pack.member_xml(member, PRECISIONS[self.precision][0])
+        xml = self.pack.member_xml(member, self._ir_key(member))
         size = size or (self.pack_tile,) * 3
         if size == (self.pack_tile,) * 3:
             cm = CompiledModel(self.core, xml, self.device, "LATENCY", self._config(self.device))

@@ -53,9 +53,10 @@ def test_manifest_contract(pack) -> None:
     ir = m["runtime"]["ir"]
     for member in pack.members:
         assert pack.member_xml(member.name, ir).is_file()
-    if chosen != "int8":  # a refused INT8 IR must not be shipped
+    if chosen != "int8":  # a refused INT8 IR must not be shipped; the runtime IR has its own folder
         assert not any(k.startswith("int8/") for k in m["files"])
         assert not fid["candidates"]["int8"]["passed"]
+        assert ir == chosen and all(k.startswith(("fp32/", f"{chosen}/")) for k in m["files"])
 
 
 def test_real_series_one_member(pack, core, real_volume: CtVolume) -> None:

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 PACK_NAME = "blast-ct"
 VERSION = "1.0.0"
-RECIPE = 2  # bump when the conversion/quantisation recipe changes (forces a rebuild)
+RECIPE = 3  # bump when the conversion/quantisation recipe changes (forces a rebuild)
 LABELS_KEY_VERSION = 1  # bump only if the runtime tiling changes results
 # Runtime precisions tried in order; the first that passes the gate is used by the pack.
 # "bf16" runs the FP32 IR with the bf16 inference-precision hint (native on AVX512_BF16/AMX CPUs).
@@ -365,13 +365,20 @@ def build_blastct_pack(out_dir: Path, shared_dir: Path, *, force: bool = False,
             raise FidelityError("BLAST-CT pack refused, no runtime precision matches FP32 on the real series: "
                                 + " | ".join(f"{p}: " + "; ".join(r["failures"]) for p, r in reports.items()))
         if chosen != "int8":
-            # The INT8 IR failed the gate: it is not written into the pack.
+            # The INT8 IR failed the gate: it is not written into the pack. The runtime IR goes to
+            # its own folder (a byte copy of the FP32 IR), so a bundle that drops the fp32/
+            # reference folder still carries what runs.
             shutil.rmtree(work / "int8", ignore_errors=True)
+            (work / chosen).mkdir()
             for m in members:
                 m.pop("int8", None)
+                for suffix in (".xml", ".bin"):
+                    src = work / Path(m["fp32"]).with_suffix(suffix)
+                    shutil.copy2(src, work / chosen / src.name)
+                m[chosen] = f"{chosen}/{Path(m['fp32']).name}"
         manifest["runtime"] = {
             "precision": chosen,
-            "ir": "int8" if chosen == "int8" else "fp32",
+            "ir": chosen,
             "inference_precision_hint": "bf16" if chosen == "bf16" else "f32",
         }
         manifest["quantisation"]["result"] = (
