@@ -537,7 +537,8 @@ class _Runner:
             if why:
                 return FAIL, why
             state["model"] = model
-            return PASS, f"first ensemble member compiled in {state['compile']:.2f} s (the others compile per study)"
+            return PASS, (f"first ensemble member compiled in {state['compile']:.2f} s, precision "
+                          f"{getattr(model, 'precision', '?')} (the others compile per study)")
 
         if not self.guarded(f"compile blast-ct on {device.name}", compile_):
             return

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the offline installer: dist/firstlook-<version>-linux-x86_64.tar.gz.
 
-Steps: check and stage the model packs (INT8 runtime files only), freeze the app with
+Steps: check and stage the model packs (only the IR each runtime uses), freeze the app with
 PyInstaller (packaging/firstlook.spec) using *this* interpreter's packages, check the
 frozen folder (required plugins present, torch/nncf absent), add the install scripts,
 service unit, desktop entry and docs, write SHA256SUMS, pack, and report the sizes.
@@ -78,11 +78,21 @@ def version() -> str:
     return match.group(1)
 
 
-def stage_packs(source: Path, target: Path) -> None:
-    """Copy every pack's runtime files (no FP32 reference IR) and rewrite its manifest.
+def runtime_irs(manifest: dict) -> set[str]:
+    """Member IR keys the app runs: the pack's ``runtime`` block (e.g. BLAST-CT's FP32 IR with
+    the bf16 hint when INT8 failed its fidelity gate), INT8 by default (CheXNet)."""
+    runtime = manifest.get("runtime") or {}
+    wanted = {str(v) for v in (runtime.get("ir"), runtime.get("precision")) if v} or {"int8"}
+    present = {k for m in manifest["members"] for k in m if k != "name"}
+    return wanted & present
 
-    The app runs the INT8 IR only; the FP32 reference stays in build/model-packs for the
-    fidelity tests. Hashes are kept from the source manifest and re-verified on the copy.
+
+def stage_packs(source: Path, target: Path) -> None:
+    """Copy every pack with only the IR its runtime uses, and rewrite its manifest.
+
+    The other precisions (the reference IR, a rejected INT8 candidate) stay in
+    build/model-packs for the fidelity tests. Hashes are kept from the source manifest and
+    re-verified on the copy.
     """
     if target.exists():
         shutil.rmtree(target)
@@ -96,18 +106,26 @@ def stage_packs(source: Path, target: Path) -> None:
         except PackError as exc:
             raise BundleError(f"{exc}; rebuild it with `firstlook build-models --force`") from exc
         manifest = dict(pack.manifest)
-        files = {rel: sha for rel, sha in manifest["files"].items() if not rel.startswith("fp32/")}
+        keep = runtime_irs(manifest)
+        if not keep:
+            raise BundleError(f"model pack '{name}': its members have no IR for the runtime precision "
+                              f"{manifest.get('runtime')!r}")
+        members = [{k: v for k, v in m.items() if k == "name" or k in keep} for m in manifest["members"]]
+        dropped = {str(v).split("/", 1)[0] + "/" for m in manifest["members"] for k, v in m.items()
+                   if k != "name" and k not in keep}
+        files = {rel: sha for rel, sha in manifest["files"].items() if not rel.startswith(tuple(dropped))}
         for rel in files:
             dst = target / name / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(pack_dir / rel, dst)
         manifest["files"] = files
-        manifest["members"] = [{k: v for k, v in m.items() if k != "fp32"} for m in manifest["members"]]
-        manifest["bundle"] = {"fp32_reference": "removed (not used at run time)",
+        manifest["members"] = members
+        manifest["bundle"] = {"kept_ir": sorted(keep), "removed": sorted(dropped),
                               "source_manifest_sha256": sha256_file(pack_dir / MANIFEST)}
+        (target / name).mkdir(parents=True, exist_ok=True)
         (target / name / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         load_pack(target / name, verify=True)
-        log.info("pack %s %s staged: %d files", name, pack.version, len(files))
+        log.info("pack %s %s staged: %d files, IR %s", name, pack.version, len(files), ", ".join(sorted(keep)))
 
 
 def freeze(packs: Path, work: Path) -> Path:

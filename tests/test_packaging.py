@@ -132,7 +132,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", **extra}
 
 
-def test_archive_ships_runtime_plugins_and_int8_packs_but_not_torch_or_nncf(bundle: Bundle) -> None:
+def test_archive_ships_runtime_plugins_and_runtime_packs_but_not_torch_or_nncf(bundle: Bundle) -> None:
     assert bundle.archive.name == f"firstlook-{__version__}-linux-x86_64.tar.gz"
     digest = (bundle.archive.parent / (bundle.archive.name + ".sha256")).read_text().split()[0]
     assert digest == subprocess.run(["sha256sum", str(bundle.archive)], capture_output=True, text=True).stdout.split()[0]
@@ -154,13 +154,18 @@ def test_archive_ships_runtime_plugins_and_int8_packs_but_not_torch_or_nncf(bund
     for script in ("install.sh", "uninstall.sh", "SHA256SUMS", "VERSION", "docs/install.md",
                    "share/firstlook.service", "share/firstlook.desktop", "share/firstlookctl"):
         assert f"{top}/{script}" in names, script
-    # Packs: hash-verified in the bundle, INT8 runtime files only.
+    # Packs: hash-verified in the bundle, with exactly the IR each runtime runs (CheXNet INT8;
+    # BLAST-CT whatever its fidelity gate chose) and no other precision's files.
     packs = bundle.unpacked / "firstlook" / "_internal" / "model-packs"
     assert sorted(p.name for p in packs.iterdir()) == sorted(MODEL_NAMES)
     for name in MODEL_NAMES:
         pack = load_pack(packs / name, verify=True)
-        assert pack.name == name and all("fp32" not in m.files for m in pack.members)
-        assert not list((packs / name).glob("fp32"))
+        runtime = pack.manifest.get("runtime") or {}
+        wanted = runtime.get("ir") or "int8"
+        assert pack.name == name and all(set(m.files) <= {wanted, runtime.get("precision")} for m in pack.members)
+        assert all(wanted in m.files for m in pack.members), name
+        folders = {p.name for p in (packs / name).iterdir() if p.is_dir()}
+        assert folders == {wanted}, (name, folders)
     packed_mib = bundle.archive.stat().st_size / 2**20
     unpacked_mib = _tree_bytes(bundle.unpacked) / 2**20
     _record("size_mib", {"packed": round(packed_mib, 1), "unpacked": round(unpacked_mib, 1),
