@@ -34,7 +34,7 @@ import torch
 from inference.build.densenet import ChexnetExportWrapper, DenseNet, densenet121
 from inference.cxr_input import DEFAULT_PREPROCESSING, load_png, to_model_input
 from inference.errors import PackError
-from inference.packs import MANIFEST, load_pack, write_manifest
+from inference.packs import MANIFEST, load_pack, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,6 @@ class LoadedCheckpoint:
     path: Path | None
     sha256: str | None
     seed: int | None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def remap_state_dict(raw: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
@@ -190,7 +182,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path.name} ({layout} layout) does not match DenseNet-121: {exc}") from exc
     model.eval()
-    return LoadedCheckpoint(model=model, layout=layout, path=path, sha256=_sha256(path), seed=None)
+    return LoadedCheckpoint(model=model, layout=layout, path=path, sha256=sha256_file(path), seed=None)
 
 
 def random_model(seed: int) -> LoadedCheckpoint:
@@ -397,7 +389,7 @@ def build_chexnet_pack(
     thresholds = {label: float((thresholds or {}).get(label, DEFAULT_THRESHOLD)) for label in LABELS}
     images = reference_images(shared_dir)
 
-    checkpoint_sha = _sha256(Path(checkpoint)) if checkpoint is not None else None
+    checkpoint_sha = sha256_file(Path(checkpoint)) if checkpoint is not None else None
     key = _build_key(
         checkpoint_sha, None if checkpoint else seed, images, thresholds, {"validated": validated, "licence": licence}
     )
