@@ -110,7 +110,7 @@ class SeriesAnalyser:
                 fmt: str) -> AnalysisResult:
         thresholds = _thresholds(self.config, model, pack.manifest.get("thresholds", {}))
         flagged = flagged_labels(values, thresholds)
-        rule_priority = priority_from_rules(flagged, pack.manifest.get("triage", {}))
+        rule_priority = priority_from_rules(flagged, pack.manifest.get("triage", {}), values)
         result.priority = effective_priority(rule_priority, pack.validated)
         result.findings.update({"thresholds": thresholds, "flagged": flagged, "rule_priority": rule_priority})
         text = ", ".join(fmt.format(label=label, value=values[label]) for label in flagged)

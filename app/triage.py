@@ -18,11 +18,23 @@ def flagged_labels(values: Mapping[str, float], thresholds: Mapping[str, float])
     return sorted(hits, key=lambda label: -values[label])
 
 
-def priority_from_rules(flagged: list[str], triage: Mapping[str, Any]) -> str:
-    """First rule with any flagged label wins; otherwise the pack's default (routine)."""
+def priority_from_rules(flagged: list[str], triage: Mapping[str, Any],
+                        values: Mapping[str, float] | None = None) -> str:
+    """First matching rule wins; otherwise the pack's default (routine).
+
+    A rule matches when any of its labels is flagged, or, when the rule carries its own
+    ``thresholds`` (e.g. "critical from 1 mL" while 0.1 mL already flags), when a label
+    reaches that rule's threshold.
+    """
     hit = set(flagged)
     for rule in triage.get("rules", []):
-        if hit & set(rule.get("any_of", [])):
+        labels = rule.get("any_of", [])
+        own = rule.get("thresholds")
+        if own is not None and values is not None:
+            matched = any(label in own and values.get(label, 0.0) >= own[label] for label in labels)
+        else:
+            matched = bool(hit & set(labels))
+        if matched:
             priority = rule["priority"]
             if priority not in ("critical", "urgent", "routine"):
                 raise ValueError(f"triage rule priority {priority!r} is not critical, urgent or routine")

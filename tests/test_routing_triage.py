@@ -65,3 +65,17 @@ def test_triage_rules_first_match_wins_and_unvalidated_never_raises() -> None:
     assert priority_from_rules([], rules) == "routine"
     assert effective_priority("critical", validated=True) == "critical"
     assert effective_priority("critical", validated=False) == "routine"
+
+
+def test_rule_with_its_own_thresholds_separates_critical_from_urgent() -> None:
+    """BLAST-CT: 0.1 mL of blood flags (urgent); only 1 mL makes a study critical."""
+    rules = {"rules": [{"priority": "critical", "any_of": ["IPH", "EAH", "IVH"],
+                        "thresholds": {"IPH": 1.0, "EAH": 1.0, "IVH": 1.0}},
+                       {"priority": "urgent", "any_of": ["IPH", "EAH", "IVH", "oedema"]}], "default": "routine"}
+    thresholds = {"IPH": 0.1, "EAH": 0.1, "oedema": 5.0, "IVH": 0.1}
+    small = {"IPH": 0.0, "EAH": 0.3, "oedema": 1.8, "IVH": 0.0}
+    large = {"IPH": 12.4, "EAH": 0.0, "oedema": 0.0, "IVH": 0.0}
+    none = {"IPH": 0.0, "EAH": 0.05, "oedema": 2.0, "IVH": 0.0}
+    assert priority_from_rules(flagged_labels(small, thresholds), rules, small) == "urgent"
+    assert priority_from_rules(flagged_labels(large, thresholds), rules, large) == "critical"
+    assert priority_from_rules(flagged_labels(none, thresholds), rules, none) == "routine"
