@@ -67,7 +67,10 @@ def test_study_sent_over_loopback_appears_and_is_analysed(qtbot, tmp_path: Path,
         assert row.priority in ("critical", "urgent", "routine", "not_analysed", "failed")
         assert row.summary
         qtbot.waitUntil(lambda: "chexnet: ready" in window.status.models_label.text(), timeout=10000)
-        assert not window.status.progress.isVisible()
+        # The progress bar stays while any model (e.g. the 12 BLAST-CT members) is still loading,
+        # and goes once every model has settled.
+        qtbot.waitUntil(lambda: not window.status.progress.isVisible(), timeout=300000)
+        assert "blast-ct:" in window.status.models_label.text()
         # Opening it shows the radiograph, and the heatmap when the model produced one.
         window.open_study(row.study_uid)
         qtbot.waitUntil(lambda: window.viewer.rendered is not None and window.viewer.overlays_ready, timeout=10000)
