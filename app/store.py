@@ -1008,20 +1008,25 @@ class StudyStore:
             conn.execute("COMMIT")
             count = 0
             for path in self.iter_instance_files():
-                try:
-                    header = read_header(path)
-                except InvalidDataset as exc:
-                    log.error("reindex: %s is not a readable instance (%s); left in place", path, exc)
-                    continue
-                if path != self.instance_path(header):
-                    log.error("reindex: %s does not match its UIDs; left in place", path)
-                    continue
-                sha = hashlib.sha256(path.read_bytes()).hexdigest()
-                self._index(conn, header, path, sha, path.stat().st_size, "", "", path.stat().st_mtime)
-                count += 1
+                count += self._index_file(conn, path, "reindex: ")
             conn.execute("DELETE FROM series WHERE series_uid NOT IN (SELECT series_uid FROM instances)")
             conn.execute("DELETE FROM studies WHERE study_uid NOT IN (SELECT study_uid FROM instances)")
             return count
+
+    def _index_file(self, conn: sqlite3.Connection, path: Path, context: str = "") -> int:
+        """Index one stored file found on disk; 0 (and a logged reason) if it is not a valid
+        instance at the path its UIDs give, in which case it is left in place untouched."""
+        try:
+            header = read_header(path)
+        except InvalidDataset as exc:
+            log.error("%s%s is not a readable instance (%s); left in place", context, path, exc)
+            return 0
+        if path != self.instance_path(header):
+            log.error("%s%s does not match its UIDs; left in place", context, path)
+            return 0
+        st = path.stat()
+        self._index(conn, header, path, _sha256_file(path), st.st_size, "", "", st.st_mtime)
+        return 1
 
     def adopt_unindexed(self) -> int:
         """Index instance files that are on disk but not in the index (a power cut after the
@@ -1035,17 +1040,7 @@ class StudyStore:
                 rel = str(path.relative_to(self.data_dir))
                 if rel in known:
                     continue
-                try:
-                    header = read_header(path)
-                except InvalidDataset as exc:
-                    log.error("%s is not a readable instance (%s); left in place", path, exc)
-                    continue
-                if path != self.instance_path(header):
-                    log.error("%s does not match its UIDs; left in place", path)
-                    continue
-                st = path.stat()
-                self._index(conn, header, path, _sha256_file(path), st.st_size, "", "", st.st_mtime)
-                count += 1
+                count += self._index_file(conn, path)
             if count:
                 log.warning("indexed %d instance file(s) the index did not know about", count)
             return count
