@@ -105,3 +105,28 @@ def test_openvino_fp32_pack_matches_torch(net: BlastCtNet, packs_dir: Path, shar
         ref = net(torch.from_numpy(x)).numpy()
     assert np.abs(got - ref).max() < 1e-3
     assert (got.argmax(1) == ref.argmax(1)).mean() > 0.9999
+
+
+def _tiny_ir(path: Path, weight: float, decoys: int) -> Path:
+    """A 1-op IR; ``decoys`` unrelated operations created first shift OpenVINO's name counters."""
+    from openvino import opset13 as ops
+
+    for _ in range(decoys):
+        ops.constant(np.zeros(1, np.float32))
+    x = ops.parameter([1, 4], np.float32)
+    y = ops.multiply(x, ops.constant(np.full((1, 4), weight, np.float32)))
+    ov.save_model(ov.Model([y], [x]), str(path), compress_to_fp16=False)
+    return path
+
+
+def test_reference_cache_key_ignores_generated_names(tmp_path: Path) -> None:
+    """The gate's cached FP32 labels must be found again for the same network, whatever the
+    build process created before it (names), and never for different weights."""
+    from inference.build.blastct_build import ir_fingerprint
+
+    a = _tiny_ir(tmp_path / "a.xml", 2.0, decoys=0)
+    b = _tiny_ir(tmp_path / "b.xml", 2.0, decoys=7)
+    c = _tiny_ir(tmp_path / "c.xml", 3.0, decoys=0)
+    assert a.read_bytes() != b.read_bytes()  # generated names differ...
+    assert ir_fingerprint(a) == ir_fingerprint(b)  # ...the network does not
+    assert ir_fingerprint(a) != ir_fingerprint(c)

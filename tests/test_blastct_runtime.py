@@ -59,6 +59,25 @@ def test_manifest_contract(pack) -> None:
         assert ir == chosen and all(k.startswith(("fp32/", f"{chosen}/")) for k in m["files"])
 
 
+def test_int8_ir_quantises_only_the_listed_convolutions(pack, core) -> None:
+    """The mixed-precision recipe: INT8 exactly where the manifest says, never on the residual
+    stream (requantising it at every block is what broke the all-INT8 ensemble)."""
+    m = pack.manifest
+    listed = m["quantisation"]["int8_convolutions"]
+    assert len(listed) == 7
+    assert m["runtime"]["precision"] == "int8", m["quantisation"].get("result")
+    model = core.read_model(str(pack.member_xml(pack.members[0].name, "int8")))
+    quantised_inputs: list[tuple[str, str]] = []  # (consumer type, consumer name)
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "FakeQuantize" or op.input_value(0).get_node().get_type_name() == "Constant":
+            continue
+        for target in op.output(0).get_target_inputs():
+            node = target.get_node()
+            quantised_inputs.append((node.get_type_name(), node.get_friendly_name()))
+    assert {t for t, _ in quantised_inputs} == {"Convolution"}
+    assert sorted(n.split("/")[0].removeprefix("__module.") for _, n in quantised_inputs) == sorted(listed)
+
+
 def test_real_series_one_member(pack, core, real_volume: CtVolume) -> None:
     runner = BlastCt(pack, core, "CPU", members=1)
     out = runner.analyse(real_volume)

@@ -21,7 +21,7 @@ def build_models(out: Path, shared: Path | None = None, only: str | None = None,
                  chexnet_checkpoint: Path | None = None, force: bool = False) -> int:
     """Returns a process exit code; each pack's failure is reported on its own line."""
     try:
-        import nncf  # noqa: F401
+        import nncf
         import torch  # noqa: F401
     except ImportError as exc:
         sys.stderr.write(f"firstlook build-models needs the build extra (torch, nncf): {exc}. "
@@ -29,6 +29,9 @@ def build_models(out: Path, shared: Path | None = None, only: str | None = None,
         return 2
     from inference.build.blastct_build import build_blastct_pack
     from inference.build.chexnet_build import build_chexnet_pack
+
+    # NNCF logs one INFO line per operation it leaves in floating point (~20 per BLAST-CT member).
+    nncf.set_log_level(logging.WARNING)
 
     shared = (shared or default_shared_dir()).resolve()
     out = Path(out)
