@@ -21,8 +21,8 @@ an ensemble oedema Dice of 0.96 against FP32, at 1.5x the speed of bf16 (1.40 vs
 170^3 patch on this 2-core AVX512-VNNI CPU; all-INT8 1.20 s).
 
 The FP32 reference ensemble costs ~15-30 min on 2 cores, so ensemble labels are cached in
-``build/cache`` keyed by the IR bytes, the series and the OpenVINO version (conversion and
-quantisation are deterministic): a rebuild or forced rebuild then takes ~5 min.
+``build/cache`` keyed by the IRs' weights and topology, the series and the OpenVINO version
+(conversion and quantisation are deterministic): a rebuild or forced rebuild then takes ~5 min.
 
 IRs are saved with a static input of 170^3 (90^3 output tiles, see inference/blastct.py);
 the graph only contains shape-independent slices, so tests can reshape it to 110^3 to
@@ -81,6 +81,7 @@ TRIAGE = {
 }
 # mL per class for the "urgent" rule (any haemorrhage >= 0.1 mL, oedema >= 5 mL); the stricter
 # "critical" rule carries its own thresholds (1 mL) inside the rule.
+THRESHOLDS_ML = {"IPH": 0.1, "EAH": 0.1, "oedema": 5.0, "IVH": 0.1}
 # Convolutions quantised to INT8 (names as in the converted IR, MODEL_CARD 3.1 module paths):
 # full-resolution blocks 4-8 and head blocks 0-1. See the module docstring for why only these.
 INT8_CONVOLUTIONS: tuple[str, ...] = tuple(
@@ -88,7 +89,6 @@ INT8_CONVOLUTIONS: tuple[str, ...] = tuple(
 )
 # Never quantised: the residual stream, the upsampled coarse pathways and their concatenation.
 FLOAT_OPERATION_TYPES = ("Add", "Interpolate", "Concat")
-THRESHOLDS_ML = {"IPH": 0.1, "EAH": 0.1, "oedema": 5.0, "IVH": 0.1}
 
 
 class FidelityError(RuntimeError):
