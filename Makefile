@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 PACKS  := build/model-packs
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test deps system-deps models clean-models bundle
+# Tests that need no model build (seconds to a minute): make test-quick
+.PHONY: run test test-quick deps system-deps models clean-models bundle
 
 system-deps:
 	bash .ci/system-deps.sh
@@ -26,8 +27,14 @@ run: models
 	@if [ -n "$$DISPLAY" ] || [ -n "$$WAYLAND_DISPLAY" ]; then $(BIN)/firstlook; \
 	else echo "No display: running headless (Ctrl-C stops)"; $(BIN)/firstlook --headless; fi
 
+# Boundaries first (import-linter contracts in pyproject.toml): seconds, and a broken one fails CI.
 test: models
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
+
+test-quick: deps
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m pytest -m "not packs"
 
 # Offline installer for hospital IT (docs/install.md): dist/firstlook-<version>-linux-x86_64.tar.gz
 bundle: models

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from app import __version__
-from app.config import Config, ConfigError, load_config
+from app.core.config import Config, ConfigError, load_config
 
 log = logging.getLogger("firstlook")
 
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     _setup_logging(config.log_level)
     if args.self_test:
-        from app.selftest import run_cli
+        from app.commands.selftest import run_cli
 
         return run_cli(config)
     command = args.command
@@ -105,12 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "reindex":
         return _reindex(config)
     if command == "analyze":
-        from app.analyze import analyze_paths
+        from app.commands.analyze_files import analyze_paths
 
         return analyze_paths(config, args.paths, as_json=args.json, device=args.device)
     if command == "build-models":
         try:
-            from inference.build.cli import build_models
+            from inference.pack_builder.cli import build_models
         except ImportError:  # the installed bundle ships the packs, not the build tools
             print("firstlook: build-models is not part of the installed program; "
                   "build packs from a source checkout (make models).", file=sys.stderr)
@@ -122,19 +122,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.service import run_headless
 
         return run_headless(config)
+    from app.service import Service
     from ui.main import run_desktop
 
-    return run_desktop(config, config_path=args.config)
+    return run_desktop(config, Service, config_path=args.config)
 
 
 def _studies(config: Config, as_json: bool) -> int:
-    from app.store import StudyStore
+    from app.core.store import StudyStore
 
     store = StudyStore(config.data_dir)
     studies = store.list_studies()
     # The listing shows patient names and IDs: record who asked (firstlookctl runs as the
     # service user under sudo, so the administrator is SUDO_USER).
-    from app.audit import STUDIES_LISTED, AuditLog, os_user
+    from app.core.audit import STUDIES_LISTED, AuditLog, os_user
 
     AuditLog(config.data_dir).append(STUDIES_LISTED, user=os_user(), sudo_user=os.environ.get("SUDO_USER"),
                                      studies=len(studies))
@@ -163,7 +164,7 @@ def _studies(config: Config, as_json: bool) -> int:
 
 
 def _reindex(config: Config) -> int:
-    from app.store import StudyStore
+    from app.core.store import StudyStore
 
     store, count = StudyStore.rebuild(config.data_dir)
     problems = store.verify()

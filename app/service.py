@@ -17,10 +17,10 @@ import time
 from types import FrameType
 from typing import Any
 
-from app.config import Config, ConfigError
-from app.events import EventHub, NodeStatus, SeriesReady
-from app.readiness import SeriesReadinessTracker
-from app.store import LowDiskSpace, StoredInstance, StudyStore
+from app.core.config import Config, ConfigError
+from app.core.events import EventHub, NodeStatus, SeriesReady
+from app.core.readiness import SeriesReadinessTracker
+from app.core.store import LowDiskSpace, StoredInstance, StudyStore
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Service:
     """FirstLook's headless core; the desktop UI builds one of these and subscribes to ``hub``."""
 
     def __init__(self, config: Config, hub: EventHub | None = None) -> None:
-        from app.pipeline import Pipeline  # the pipeline pulls in OpenVINO; import it only here
+        from app.core.pipeline import Pipeline  # the pipeline pulls in OpenVINO; import it only here
         from dicom_node.scp import StorageSCP
 
         self.config = config

@@ -95,8 +95,8 @@ def main() -> int:
     if not args.no_torch:
         import torch
 
-        from inference.build.chexnet_build import random_model
-        from inference.build.densenet import ChexnetExportWrapper
+        from inference.pack_builder.chexnet_build import random_model
+        from inference.pack_builder.densenet import ChexnetExportWrapper
 
         net = ChexnetExportWrapper(random_model(pack.manifest["source"].get("seed") or 0).model).eval()
         tx = torch.from_numpy(x)

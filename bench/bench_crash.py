@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import free_port  # noqa: E402
-from tests.crash_harness import CrashSettings, chexnet_only_packs, cxr_pngs, run_crash_harness  # noqa: E402
+from tests.support import free_port  # noqa: E402
+from tests.support.crash_harness import CrashSettings, chexnet_only_packs, cxr_pngs, run_crash_harness  # noqa: E402
 
 
 def main() -> int:

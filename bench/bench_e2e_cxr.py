@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.dicom_factory import make_cxr_dataset, write  # noqa: E402
+from tests.support.dicom_factory import make_cxr_dataset, write  # noqa: E402
 
 
 def free_port() -> int:

@@ -28,9 +28,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import free_port  # noqa: E402
-from tests.dicom_factory import make_ct_slice, write  # noqa: E402
-from tests.node_helpers import dcmtk  # noqa: E402
+from tests.support import free_port  # noqa: E402
+from tests.support.dicom_factory import make_ct_slice, write  # noqa: E402
+from tests.support.node_helpers import dcmtk  # noqa: E402
 
 
 def _kib(pid: int, field: str) -> int:

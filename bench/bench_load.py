@@ -34,9 +34,9 @@ from pydicom.uid import generate_uid
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import free_port  # noqa: E402
-from tests.crash_harness import chexnet_only_packs  # noqa: E402
-from tests.dicom_factory import make_ct_slice, make_cxr_dataset, write  # noqa: E402
+from tests.support import free_port  # noqa: E402
+from tests.support.crash_harness import chexnet_only_packs  # noqa: E402
+from tests.support.dicom_factory import make_ct_slice, make_cxr_dataset, write  # noqa: E402
 
 
 def _proc_kib(pid: int, field: str) -> int:

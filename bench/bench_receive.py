@@ -39,15 +39,15 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHILD = r"""
 import logging, signal, sys, threading
 from pathlib import Path
-from app.config import Config
-from app.store import StudyStore
+from app.core.config import Config
+from app.core.store import StudyStore
 from dicom_node.scp import StorageSCP
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 data_dir, port, chunked = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[4] == "1"
 index_sync, no_fsync = sys.argv[5], sys.argv[6] == "1"
 if no_fsync:  # what-if only: shows the cost of durability; never a way to run FirstLook
-    import app.store
-    app.store.os.fsync = lambda fd: None
+    import app.core.store
+    app.core.store.os.fsync = lambda fd: None
 config = Config(data_dir=data_dir, port=port, ae_title="FIRSTLOOK", max_associations=16, min_free_mb=0)
 store = StudyStore(data_dir, index_sync=index_sync)
 scp = StorageSCP(config, store, chunked=chunked)
@@ -86,8 +86,8 @@ server.shutdown()
 CHILD_PROFILED = r"""
 import cProfile, logging, pstats, signal, sys, threading
 from pathlib import Path
-from app.config import Config
-from app.store import StudyStore
+from app.core.config import Config
+from app.core.store import StudyStore
 from dicom_node.scp import StorageSCP
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 data_dir, port, chunked = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[4] == "1"

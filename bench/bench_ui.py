@@ -26,11 +26,11 @@ import numpy as np  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from app.config import Config  # noqa: E402
-from app.events import EventHub, ResultStored  # noqa: E402
-from app.store import AnalysisResult, StudyStore  # noqa: E402
-from tests import ui_data  # noqa: E402
-from tests.dicom_factory import make_ct_slice  # noqa: E402
+from app.core.config import Config  # noqa: E402
+from app.core.events import EventHub, ResultStored  # noqa: E402
+from app.core.store import AnalysisResult, StudyStore  # noqa: E402
+from tests.support import ui_data  # noqa: E402
+from tests.support.dicom_factory import make_ct_slice  # noqa: E402
 from ui.main_window import MainWindow  # noqa: E402
 
 PRIORITIES = ("critical", "urgent", "routine", "routine", "routine", "not_analysed", "failed")

@@ -41,15 +41,15 @@ def worker(args: argparse.Namespace) -> int:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from app.store import StudyStore
+    from app.core.store import StudyStore
     from dicom_node.scp import (
         STATUS_BAD_UID, STATUS_CANNOT_UNDERSTAND, STATUS_MISSING_UID, STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS)
     from dicom_node.scu import ASSOCIATION_FAILED, send_raw
-    from tests.fuzz_cases import (
+    from tests.support.fuzz_cases import (
         UNSUPPORTED_SYNTAXES,
-        _cxr, _deterministic, check_ct_series, check_receive, check_tensor_path, ct_series_cases, dataset_damage,
+        cxr_dataset, _deterministic, check_ct_series, check_receive, check_tensor_path, ct_series_cases, dataset_damage,
         receive_cases)
-    from tests.node_helpers import start_node, stop_node
+    from tests.support.node_helpers import start_node, stop_node
 
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
     logging.disable(logging.CRITICAL)
@@ -97,7 +97,7 @@ def worker(args: argparse.Namespace) -> int:
 
     @st.composite
     def damaged_cxr(draw):  # type: ignore[no-untyped-def]
-        ds = _deterministic(_cxr(64, 64))
+        ds = _deterministic(cxr_dataset(64, 64))
         ds.file_meta.TransferSyntaxUID = draw(dataset_damage(ds, []))
         return ds
 
@@ -133,7 +133,7 @@ def main() -> int:
     if args.worker:
         return worker(args)
 
-    from tests.fuzz_cases import files_outside
+    from tests.support.fuzz_cases import files_outside
 
     started = time.monotonic()
     totals = {"cases": 0, "crashes": 0, "hangs": 0, "findings": 0}

@@ -51,11 +51,11 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from app import audit as audit_events
-from app.audit import AssociationAudit, AuditLog
-from app.config import Config
-from app.events import EventHub, InstanceStored
-from app.store import BadUID, LowDiskSpace, MissingUID, OutOfResources, StoredInstance, StudyStore, UnreadableDataset
+from app.core import audit as audit_events
+from app.core.audit import AssociationAudit, AuditLog
+from app.core.config import Config
+from app.core.events import EventHub, InstanceStored
+from app.core.store import BadUID, LowDiskSpace, MissingUID, OutOfResources, StoredInstance, StudyStore, UnreadableDataset
 from dicom_node.tls import HANDSHAKE_TIMEOUT_S, peer_subject, server_context
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import logging
 import ssl
 from pathlib import Path
 
-from app.config import Config, ConfigError
+from app.core.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 

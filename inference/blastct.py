@@ -19,7 +19,7 @@ members, argmax. Three exact speed-ups are applied (each verified by tests/test_
   wedges). Set ``native_cells_only=False`` to label the whole 1 mm grid.
 
 Precision: the pack says which runtime precision passed its fidelity gate ("runtime"). The INT8
-IR is mixed precision (inference/build/blastct_build.py: the expensive, insensitive convolutions
+IR is mixed precision (inference/pack_builder/blastct_build.py: the expensive, insensitive convolutions
 are INT8, the rest floating point); its floating-point part, like the "bf16" fallback, runs
 in bf16 where the CPU has it natively and in f32 elsewhere (emulated bf16 would be slow).
 
@@ -32,7 +32,6 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np

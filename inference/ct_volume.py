@@ -292,7 +292,7 @@ def load_ct_volume(series: Sequence[Dataset | str | Path]) -> CtVolume:
 
 
 def load_ct_series(series: Sequence[Dataset | str | Path]) -> CtVolume:
-    """Alias used by app/analysis.py."""
+    """Alias used by app/core/series_analysis.py."""
     return load_ct_volume(series)
 
 

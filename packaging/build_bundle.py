@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from app.config import MODEL_NAMES  # noqa: E402
+from app.core.config import MODEL_NAMES  # noqa: E402
 from inference.errors import PackError  # noqa: E402
 from inference.packs import MANIFEST, load_pack, sha256_file  # noqa: E402
 

@@ -1,23 +1,28 @@
-"""Shared fixtures: the ../shared resources, built model packs, a fresh data dir, free ports."""
+"""Fixtures every area uses: the ../shared resources, built model packs, a fresh data dir, free ports.
+
+Tests that need built model packs carry the ``packs`` marker, set here for every test that asks
+for ``packs_dir`` (directly or through another fixture) and by hand where a test reaches the
+packs another way. ``pytest -m "not packs"`` runs the rest without a model build.
+"""
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import free_port, packs_path, shared_path
 
 
-def _shared_dir() -> Path:
-    return Path(os.environ.get("FIRSTLOOK_SHARED", REPO.parent / "shared")).resolve()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "packs_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.packs)
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    path = _shared_dir()
+    path = shared_path()
     assert (path / "data" / "cxr" / "labels.csv").is_file(), f"shared resources not found at {path}"
     return path
 
@@ -35,7 +40,7 @@ def headct_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def packs_dir() -> Path:
     """Packs built by `firstlook build-models` (the test command builds them first)."""
-    path = Path(os.environ.get("FIRSTLOOK_PACKS", REPO / "build" / "model-packs"))
+    path = packs_path()
     assert path.is_dir(), f"model packs not built at {path}: run `make models` (the test command does)"
     return path
 
@@ -45,12 +50,6 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

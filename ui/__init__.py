@@ -1,6 +1,6 @@
 """FirstLook radiologist desktop (PySide6). The only package that imports Qt.
 
-Entry point: ``ui.main.run_desktop(config, config_path)``. Everything that touches disk or
+Entry point: ``ui.main.run_desktop(config, service_factory)``, called by ``app.cli``. Everything that touches disk or
 SQLite runs off the GUI thread and reaches the views through queued Qt signals.
 """
 

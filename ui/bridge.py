@@ -10,7 +10,7 @@ import logging
 
 from PySide6.QtCore import QObject, Signal
 
-from app.events import AnalysisStarted, Event, EventHub, InstanceStored, NodeStatus, ResultStored, SeriesReady
+from app.core.events import AnalysisStarted, Event, EventHub, InstanceStored, NodeStatus, ResultStored, SeriesReady
 
 log = logging.getLogger(__name__)
 

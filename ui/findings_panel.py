@@ -10,7 +10,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
-from app.store import AnalysisResult, SeriesRecord
+from app.core.store import AnalysisResult, SeriesRecord
 from ui.image_loader import SeriesGeometry
 from ui.overlays import CLASS_COLOURS, CLASS_NAMES
 from ui.worklist_model import NOT_VALIDATED_TEXT, PRIORITY_COLOURS, PRIORITY_TEXT

@@ -14,17 +14,11 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
-from app.config import Config
+from app.core.config import Config
 from ui.main_window import MainWindow
 from ui.service_controller import ServiceController, ServiceFactory, ServiceLike, models_status_of, queue_length_of
 
 log = logging.getLogger(__name__)
-
-
-def default_service_factory(config: Config) -> ServiceLike:
-    from app.service import Service
-
-    return Service(config)
 
 
 def wire(window: MainWindow, controller: ServiceController) -> None:
@@ -47,8 +41,8 @@ def wire(window: MainWindow, controller: ServiceController) -> None:
     window.settings_saved.connect(saved)
 
 
-def run_desktop(config: Config, config_path: Path | None = None,
-                service_factory: ServiceFactory = default_service_factory) -> int:
+def run_desktop(config: Config, service_factory: ServiceFactory, config_path: Path | None = None) -> int:
+    """``service_factory`` comes from the wiring (``app.cli``): the UI never builds the service itself."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("FirstLook")

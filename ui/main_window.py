@@ -28,11 +28,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.audit import STUDY_OPENED, AuditLog, os_user
-from app.config import Config
-from app.events import EventHub
-from app.store import StudyStore
-from app.worklist import WorklistRow
+from app.core.audit import STUDY_OPENED, AuditLog, os_user
+from app.core.config import Config
+from app.core.events import EventHub
+from app.core.store import StudyStore
+from app.core.worklist import WorklistRow
 from ui.bridge import EventBridge
 from ui.settings_dialog import SettingsDialog
 from ui.status_bar import FirstLookStatusBar, ModelState, StatusPoller

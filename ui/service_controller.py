@@ -12,9 +12,9 @@ from typing import Any, Callable, Protocol
 
 from PySide6.QtCore import QObject, Signal
 
-from app.config import Config
-from app.events import EventHub
-from app.store import StudyStore
+from app.core.config import Config
+from app.core.events import EventHub
+from app.core.store import StudyStore
 from ui.tasks import TaskRunner
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Settings: node identity and access, device per model, thresholds.
 
-Every field is checked with app.config's own rules while typing, the reason is shown next
+Every field is checked with app.core.config's own rules while typing, the reason is shown next
 to the field, and Save writes the same TOML file the headless mode reads.
 """
 
@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.config import MODEL_NAMES, Config, ConfigError, save_config, validate_ae_title
+from app.core.config import MODEL_NAMES, Config, ConfigError, save_config, validate_ae_title
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.store import AnalysisResult, SeriesRecord, StudyRecord, StudyStore
+from app.core.store import AnalysisResult, SeriesRecord, StudyRecord, StudyStore
 from ui.canvas import ImageCanvas
 from ui.findings_panel import FindingsPanel
 from ui.image_loader import SeriesGeometry, SeriesPixels, auto_window, read_series_geometry

@@ -13,9 +13,9 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, Signal
 
-from app.events import Event, EventHub, NodeStatus
-from app.store import StudyStore
-from app.worklist import build_rows, row_for_study
+from app.core.events import Event, EventHub, NodeStatus
+from app.core.store import StudyStore
+from app.core.worklist import build_rows, row_for_study
 
 log = logging.getLogger(__name__)
 

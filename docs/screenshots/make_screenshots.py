@@ -28,12 +28,12 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from app.config import Config  # noqa: E402
-from app.model_registry import ModelRegistry  # noqa: E402
-from app.events import EventHub  # noqa: E402
-from app.store import AnalysisResult, StudyStore  # noqa: E402
-from tests import ui_data  # noqa: E402
-from tests.dicom_factory import make_cxr_dataset  # noqa: E402
+from app.core.config import Config  # noqa: E402
+from app.core.model_registry import ModelRegistry  # noqa: E402
+from app.core.events import EventHub  # noqa: E402
+from app.core.store import AnalysisResult, StudyStore  # noqa: E402
+from tests.support import ui_data  # noqa: E402
+from tests.support.dicom_factory import make_cxr_dataset  # noqa: E402
 from ui.image_loader import read_series_geometry  # noqa: E402
 from ui.main_window import MainWindow  # noqa: E402
 
@@ -69,7 +69,7 @@ def store_headct(store: StudyStore, received_at: float) -> str:
 
 def analyse(config: Config, store: StudyStore, series_uids: list[str]) -> ModelRegistry:
     """The real pipeline, run to completion on this thread (as `firstlook analyze` does)."""
-    from app.pipeline import Pipeline
+    from app.core.pipeline import Pipeline
 
     for uid in series_uids:
         store.mark_series_ready(uid)

@@ -1,0 +1,1 @@
+"""Sub-commands of ``firstlook``: wiring like ``app.service``, imported only by ``app.cli``."""

@@ -1,0 +1,198 @@
+"""FirstLook configuration: one TOML file, every key overridable on the command line.
+
+Invalid values stop start-up with one sentence an IT admin can act on, never a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "firstlook"
+MODEL_NAMES = ("chexnet", "blast-ct")
+
+
+class ConfigError(Exception):
+    """A configuration value that cannot be used; the message is one sentence."""
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "firstlook.toml"
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def _repo_packs_dir() -> Path:
+    """Packs built by ``firstlook build-models`` in a checkout; inside the PyInstaller bundle
+    they ship with the program (``_internal/model-packs``), so an upgrade replaces them too."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if getattr(sys, "frozen", False) and bundle:
+        return Path(bundle) / "model-packs"
+    return Path(__file__).resolve().parents[2] / "build" / "model-packs"
+
+
+@dataclass
+class Config:
+    ae_title: str = "FIRSTLOOK"
+    port: int = 11112
+    bind: str = "127.0.0.1"
+    data_dir: Path = field(default_factory=default_data_dir)
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    packs_dir: Path = field(default_factory=_repo_packs_dir)
+    allow_ae: list[str] = field(default_factory=list)
+    allow_ip: list[str] = field(default_factory=list)
+    quiet_period_s: float = 5.0
+    max_associations: int = 16
+    min_free_mb: int = 500
+    devices: dict[str, str] = field(default_factory=lambda: {m: "CPU" for m in MODEL_NAMES})
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_port: int = 2762   # IANA "dicom-tls"; opened next to ``port`` when tls_cert/tls_key are set
+    tls_only: bool = False  # True: only the TLS port listens (no plaintext DICOM at all)
+    log_level: str = "INFO"
+
+    def validate(self) -> "Config":
+        """Raise ConfigError for the first value that cannot work."""
+        validate_ae_title(self.ae_title, "ae_title")
+        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 1 <= self.port <= 65535:
+            raise ConfigError(f"port must be a whole number from 1 to 65535, not {self.port!r}.")
+        try:
+            ipaddress.ip_address(self.bind)
+        except ValueError:
+            raise ConfigError(f"bind must be an IP address such as 127.0.0.1 or 0.0.0.0, not {self.bind!r}.") from None
+        for aet in self.allow_ae:
+            validate_ae_title(aet, "allow_ae")
+        for ip in self.allow_ip:
+            try:
+                ipaddress.ip_network(ip, strict=False)
+            except ValueError:
+                raise ConfigError(f"allow_ip entry {ip!r} is not an IP address or network.") from None
+        if not isinstance(self.quiet_period_s, (int, float)) or not 0.1 <= float(self.quiet_period_s) <= 3600:
+            raise ConfigError(f"quiet_period_s must be between 0.1 and 3600 seconds, not {self.quiet_period_s!r}.")
+        if not isinstance(self.max_associations, int) or not 1 <= self.max_associations <= 256:
+            raise ConfigError(f"max_associations must be from 1 to 256, not {self.max_associations!r}.")
+        if not isinstance(self.min_free_mb, int) or self.min_free_mb < 0:
+            raise ConfigError(f"min_free_mb must be a whole number of megabytes >= 0, not {self.min_free_mb!r}.")
+        for model, device in self.devices.items():
+            if model not in MODEL_NAMES:
+                raise ConfigError(f"devices has an unknown model {model!r}; known models are {', '.join(MODEL_NAMES)}.")
+            if not isinstance(device, str) or not device or not device.replace(".", "").replace(":", "").replace(",", "").isalnum():
+                raise ConfigError(f"device for {model} must be a name such as CPU, GPU, GPU.1 or AUTO, not {device!r}.")
+        for model, table in self.thresholds.items():
+            if model not in MODEL_NAMES or not isinstance(table, dict):
+                raise ConfigError(f"thresholds has an unknown model {model!r}; known models are {', '.join(MODEL_NAMES)}.")
+            for label, value in table.items():
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                    raise ConfigError(f"threshold {model}.{label} must be a number >= 0, not {value!r}.")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key must be given together.")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ConfigError("tls_ca (client certificate verification) needs tls_cert and tls_key as well.")
+        if not isinstance(self.tls_port, int) or isinstance(self.tls_port, bool) or not 1 <= self.tls_port <= 65535:
+            raise ConfigError(f"tls_port must be a whole number from 1 to 65535, not {self.tls_port!r}.")
+        if not isinstance(self.tls_only, bool):
+            raise ConfigError(f"tls_only must be true or false, not {self.tls_only!r}.")
+        if self.tls_only and self.tls_cert is None:
+            raise ConfigError("tls_only needs tls_cert and tls_key (otherwise nothing would listen).")
+        if self.tls_cert is not None and not self.tls_only and self.tls_port == self.port:
+            raise ConfigError(f"tls_port and port are both {self.port}; give TLS its own port (2762 is usual) "
+                              "or set tls_only = true.")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}.")
+        return self
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "index.sqlite3"
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if value is None:
+                continue
+            out[key] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def validate_ae_title(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key} must be a non-empty AE title.")
+    if len(value) > 16:
+        raise ConfigError(f"{key} {value!r} is longer than 16 characters.")
+    if "\\" in value or any(ord(c) < 32 or ord(c) > 126 for c in value):
+        raise ConfigError(f"{key} {value!r} may contain only printable ASCII characters and no backslash.")
+    return value
+
+
+_PATH_KEYS = {"data_dir", "cache_dir", "packs_dir", "tls_cert", "tls_key", "tls_ca"}
+_KNOWN = {f.name for f in fields(Config)}
+
+
+def _coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
+    unknown = sorted(set(values) - _KNOWN)
+    if unknown:
+        raise ConfigError(f"{source} has unknown key(s) {', '.join(unknown)}; known keys are {', '.join(sorted(_KNOWN))}.")
+    out = dict(values)
+    for key in _PATH_KEYS & set(out):
+        if out[key] is not None:
+            out[key] = Path(os.path.expanduser(str(out[key])))
+    for key in ("allow_ae", "allow_ip"):
+        if key in out and isinstance(out[key], str):
+            out[key] = [out[key]]
+        if key in out and not isinstance(out[key], list):
+            raise ConfigError(f"{key} must be a list of strings.")
+    if "devices" in out:
+        if not isinstance(out["devices"], dict):
+            raise ConfigError("devices must be a table of model = device.")
+        out["devices"] = {**{m: "CPU" for m in MODEL_NAMES}, **out["devices"]}
+    return out
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults <- TOML file (if it exists) <- command-line overrides, then validated."""
+    path = path or default_config_path()
+    values: dict[str, Any] = {}
+    if path.exists():
+        try:
+            with open(path, "rb") as fh:
+                values = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read the configuration file {path}: {exc}.") from None
+        values = _coerce(values, f"the configuration file {path}")
+    cli = _coerce({k: v for k, v in (overrides or {}).items() if v is not None}, "the command line")
+    try:
+        config = replace(Config(), **{**values, **cli})
+    except TypeError as exc:
+        raise ConfigError(f"configuration error: {exc}.") from None
+    return config.validate()
+
+
+def save_config(config: Config, path: Path | None = None) -> Path:
+    """Validate, then write atomically so a crash never leaves half a config file."""
+    import tomli_w
+
+    config.validate()
+    path = path or default_config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_bytes(tomli_w.dumps(config.to_toml_dict()).encode("utf-8"))
+    os.replace(tmp, path)
+    return path

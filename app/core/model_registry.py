@@ -1,0 +1,116 @@
+"""Loads the model packs and keeps both models compiled and resident.
+
+Each model loads on its own: a corrupt pack or a device that will not compile disables
+(or moves to CPU) that model only, and the reason is kept for the status bar and results.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from app.core.config import MODEL_NAMES, Config
+from app.core.router import BLAST_CT, CHEXNET
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelStatus:
+    name: str
+    state: str            # waiting, loading, ready, unavailable
+    device: str = ""
+    message: str = ""
+    validated: bool | None = None
+    version: str = ""
+    load_seconds: float | None = None
+
+
+class ModelUnavailable(Exception):
+    """The model is not loaded (pack missing or corrupt, or still loading)."""
+
+
+class ModelRegistry:
+    def __init__(self, config: Config, device_override: str | None = None) -> None:
+        self.config = config
+        self.device_override = device_override
+        self._models: dict[str, Any] = {}
+        self._status: dict[str, ModelStatus] = {name: ModelStatus(name, "waiting") for name in MODEL_NAMES}
+        self._lock = threading.Lock()
+        self._loaded = threading.Event()
+        self._core: Any = None
+
+    def _set(self, status: ModelStatus) -> None:
+        with self._lock:
+            self._status[status.name] = status
+
+    def status(self) -> list[ModelStatus]:
+        with self._lock:
+            return [ModelStatus(**vars(s)) for s in self._status.values()]
+
+    @property
+    def loaded(self) -> threading.Event:
+        return self._loaded
+
+    def load(self) -> None:
+        """Blocking: load every pack found; never raises for one bad model."""
+        from inference.errors import PackError
+        from inference.packs import load_pack
+        from inference.runner import make_core
+
+        try:
+            self._core = make_core(self.config.cache_dir / "openvino")
+            for name in MODEL_NAMES:
+                device = self.device_override or self.config.devices.get(name, "CPU")
+                self._set(ModelStatus(name, "loading", device=device))
+                start = time.perf_counter()
+                pack_dir = self.config.packs_dir / name
+                try:
+                    if not pack_dir.is_dir():
+                        raise PackError(name, f"not installed in {self.config.packs_dir} (run `firstlook build-models`)")
+                    pack = load_pack(pack_dir)
+                    runtime = self._runtime(name, pack, device)
+                except PackError as exc:
+                    log.error("%s", exc)
+                    self._set(ModelStatus(name, "unavailable", device=device, message=str(exc)))
+                    continue
+                except Exception as exc:  # a model that cannot load must not stop the others
+                    log.exception("model %s failed to load", name)
+                    self._set(ModelStatus(name, "unavailable", device=device,
+                                          message=f"{name} failed to load: {exc.__class__.__name__}: {exc}"))
+                    continue
+                with self._lock:
+                    self._models[name] = runtime
+                used = getattr(runtime, "device", device)
+                note = getattr(runtime, "fallback_note", None) or ""
+                self._set(ModelStatus(name, "ready", device=used, message=note, validated=pack.validated,
+                                      version=pack.version, load_seconds=time.perf_counter() - start))
+                log.info("model %s %s ready on %s in %.1f s%s", name, pack.version, used,
+                         time.perf_counter() - start, "" if pack.validated else " (NOT VALIDATED)")
+        finally:
+            self._loaded.set()
+
+    def _runtime(self, name: str, pack: Any, device: str) -> Any:
+        if name == CHEXNET:
+            from inference.chexnet import Chexnet
+
+            return Chexnet(pack, self._core, device=device)
+        if name == BLAST_CT:
+            from inference.blastct import BlastCt
+
+            return BlastCt(pack, self._core, device=device)
+        raise KeyError(name)
+
+    def get(self, name: str, wait: float | None = None) -> Any:
+        if wait is not None:
+            self._loaded.wait(wait)
+        with self._lock:
+            model = self._models.get(name)
+            status = self._status.get(name)
+        if model is None:
+            message = status.message if status and status.message else f"model {name} is not loaded"
+            raise ModelUnavailable(message)
+        return model

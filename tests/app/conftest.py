@@ -1,0 +1,1 @@
+"""The wiring and the domain end to end: config, CLI, service, pipeline, self-test, installer."""
