@@ -31,7 +31,7 @@ from pydicom.dataset import Dataset
 from pydicom.filewriter import write_dataset
 
 from app.core.store import InvalidDataset, OutOfResources, StudyStore
-from dicom_node.scp import file_meta_bytes
+from app.core.store.part10 import file_meta_bytes
 from inference.ct_volume import load_ct_volume
 from inference.cxr_input import load_cxr, to_model_input
 from inference.errors import NotAnalysable

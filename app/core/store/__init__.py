@@ -13,27 +13,38 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import json
 import logging
 import os
 import shutil
 import sqlite3
-import struct
 import threading
 import time
 import uuid
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, Iterator
 
-import pydicom
-from pydicom.dataelem import RawDataElement
 
 from app.core.crashpoints import crash_point
 from app.core.uids import is_valid_uid
+from app.core.store.errors import (
+    BadUID,
+    InvalidDataset,
+    LowDiskSpace,
+    MissingUID,
+    OutOfResources,
+    StoreError,
+    UnreadableDataset,
+)
+from app.core.store.part10 import MAX_INFLATED_BYTES, InstanceHeader, joined_stream, read_header
+
+__all__ = [
+    "MAX_INFLATED_BYTES", "AnalysisResult", "BadUID", "InstanceHeader", "InvalidDataset", "Job", "LowDiskSpace",
+    "MissingUID", "OutOfResources", "SeriesRecord", "StoreError", "StoredInstance", "StudyRecord", "StudyStore",
+    "UnreadableDataset", "read_header",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,59 +105,6 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
 """
-
-
-class StoreError(Exception):
-    """Base for store failures the SCP turns into DICOM statuses."""
-
-
-class InvalidDataset(StoreError):
-    """Cannot be parsed or lacks a valid Study/Series/SOP Instance UID (0xC000 range)."""
-
-
-class UnreadableDataset(InvalidDataset):
-    """The bytes are not a DICOM dataset pydicom can parse (SCP status 0xC210)."""
-
-
-class MissingUID(InvalidDataset):
-    """Study, Series or SOP Instance UID is absent or empty (SCP status 0xC211)."""
-
-
-class BadUID(InvalidDataset):
-    """A UID breaks the DICOM UID grammar, e.g. carries path characters (SCP status 0xC212)."""
-
-
-class OutOfResources(StoreError):
-    """Disk full, below the free-space watermark, or a write error (0xA700)."""
-
-
-class LowDiskSpace(OutOfResources):
-    """Free space below ``min_free_mb`` or the disk is full: refused until space is freed, and
-    shown to the user (status bar, log), not just answered 0xA700 per instance."""
-
-
-@dataclass(frozen=True)
-class InstanceHeader:
-    """What the index keeps of a dataset, read without touching pixel data."""
-
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-    sop_class_uid: str = ""
-    transfer_syntax: str = ""
-    instance_number: int | None = None
-    patient_id: str = ""
-    patient_name: str = ""
-    patient_birth_date: str = ""
-    patient_sex: str = ""
-    study_date: str = ""
-    study_time: str = ""
-    accession: str = ""
-    study_description: str = ""
-    modality: str = ""
-    body_part: str = ""
-    series_description: str = ""
-    series_number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -222,203 +180,11 @@ class Job:
     enqueued_at: float
 
 
-# Character sets whose bytes decode directly; anything else goes through pydicom's decoder.
-_DIRECT_CHARSETS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
-
-
-def _text(ds: pydicom.Dataset, keyword: str) -> str:
-    """Header value as text. Reads the raw element bytes when the character set allows:
-    pydicom's value conversion was most of the per-instance header cost on the receive path."""
-    encoding = ds.__dict__.get("_firstlook_encoding")
-    if encoding is None:
-        raw_cs = ds.get_item("SpecificCharacterSet") if "SpecificCharacterSet" in ds else None
-        cs = ""
-        if raw_cs is not None:
-            value = raw_cs.value
-            cs = (value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)).strip(" \x00")
-        encoding = _DIRECT_CHARSETS.get(cs, "")
-        ds.__dict__["_firstlook_encoding"] = encoding
-    if encoding:
-        raw = ds.get_item(keyword) if keyword in ds else None
-        if raw is None:
-            return ""
-        if isinstance(raw.value, bytes):
-            return raw.value.decode(encoding, "replace").strip(" \x00")
-    value = ds.get(keyword, "")
-    if value is None:
-        return ""
-    return str(value).strip()
-
-
-def _int(ds: pydicom.Dataset, keyword: str) -> int | None:
-    try:
-        value = _text(ds, keyword)
-        return int(value) if value else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _check_not_truncated(ds: pydicom.Dataset) -> None:
-    """pydicom (with force) quietly returns short values for elements that run past the end
-    of the data; random bytes look like that, so it is the line between garbage and a dataset."""
-    for tag in ds.keys():
-        raw = ds.get_item(tag)
-        if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF and isinstance(raw.value, bytes) \
-                and len(raw.value) < raw.length:
-            raise UnreadableDataset(f"element {raw.tag} claims {raw.length} bytes but the data ends after "
-                                    f"{len(raw.value)}")
-
-
-class _Joined(io.RawIOBase):
-    """Several buffers read as one seekable stream without joining them: the SCP's File Meta
-    plus pynetdicom's receive buffer, so a 1 GiB instance is not copied once more just to put
-    200 bytes in front of it (that copy doubled the node's peak memory per large instance)."""
-
-    def __init__(self, *parts: bytes | memoryview) -> None:
-        super().__init__()
-        self._parts = [memoryview(p).cast("B") for p in parts]
-        self._size = sum(len(p) for p in self._parts)
-        self._pos = 0
-        self.name = None  # pydicom reads fp.name; not a file on disk
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        out = memoryview(buffer).cast("B")
-        n, start = 0, 0
-        for part in self._parts:
-            end = start + len(part)
-            if self._pos + n < end and n < len(out):
-                lo = self._pos + n - start
-                take = min(len(part) - lo, len(out) - n)
-                out[n:n + take] = part[lo:lo + take]
-                n += take
-            start = end
-        self._pos += n
-        return n
-
-
-def _joined(data: bytes, body: bytes | memoryview) -> bytes | BinaryIO:
-    """``data`` followed by ``body`` for read_header: the bytes themselves when there is no body."""
-    if not len(body):
-        return data
-    return io.BufferedReader(_Joined(data, body), buffer_size=1 << 16)  # type: ignore[return-value]
-
-
 def _sha256_parts(*parts: bytes | memoryview) -> str:
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part)
     return digest.hexdigest()
-
-
-DEFLATED = "1.2.840.10008.1.2.1.99"
-# pydicom inflates a whole deflated dataset in memory before parsing it: a few MB of deflated
-# zeros would otherwise take gigabytes per association (a "zip bomb").
-MAX_INFLATED_BYTES = 256 << 20
-_LONG_VRS = (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UT", b"UN", b"UC", b"UR", b"SV", b"UV")
-
-
-def _meta_transfer_syntax(data: bytes) -> tuple[str, int]:
-    """(Transfer Syntax UID, offset of the dataset) of Part 10 bytes; ("", 0) without a header."""
-    if data[128:132] != b"DICM":
-        return "", 0
-    pos, syntax = 132, ""
-    while pos + 8 <= len(data) and data[pos:pos + 2] == b"\x02\x00":
-        elem, vr = struct.unpack_from("<H", data, pos + 2)[0], data[pos + 4:pos + 6]
-        if vr in _LONG_VRS:
-            if pos + 12 > len(data):
-                break
-            length, value_at = struct.unpack_from("<I", data, pos + 8)[0], pos + 12
-        else:
-            length, value_at = struct.unpack_from("<H", data, pos + 6)[0], pos + 8
-        if elem == 0x0010:
-            syntax = data[value_at:value_at + length].decode("ascii", "replace").strip(" \x00")
-        pos = value_at + length
-    return syntax, pos
-
-
-def _check_inflated_size(fh: BinaryIO) -> None:
-    """Refuse a deflated dataset that inflates beyond MAX_INFLATED_BYTES or is corrupt,
-    inflating in bounded steps and discarding the output; ``fh`` is left where it was."""
-    start = fh.tell()
-    try:
-        syntax, _ = _meta_transfer_syntax(fh.read(1 << 16))
-        if syntax != DEFLATED:
-            return
-        fh.seek(start)
-        data = fh.read()
-    finally:
-        fh.seek(start)
-    _, offset = _meta_transfer_syntax(data)
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    buf, total = data[offset:], 0
-    while True:
-        out = inflater.decompress(buf, 1 << 22)
-        total += len(out)
-        if total > MAX_INFLATED_BYTES:
-            raise UnreadableDataset(f"deflated dataset inflates to more than {MAX_INFLATED_BYTES >> 20} MiB")
-        buf = inflater.unconsumed_tail
-        if not buf and not out:
-            return
-
-
-def read_header(source: bytes | Path | BinaryIO) -> InstanceHeader:
-    """Parse only what the index needs; the pixel data is never read."""
-    opened: BinaryIO | None = None
-    try:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            fh: Any = io.BytesIO(source)
-        elif isinstance(source, Path):
-            fh = opened = open(source, "rb")
-        else:
-            fh = source
-        _check_inflated_size(fh)
-        ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
-        _check_not_truncated(ds)
-        study = _text(ds, "StudyInstanceUID")
-        series = _text(ds, "SeriesInstanceUID")
-        sop = _text(ds, "SOPInstanceUID")
-        meta = getattr(ds, "file_meta", None)
-        transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
-        sop_class = _text(ds, "SOPClassUID") or (str(getattr(meta, "MediaStorageSOPClassUID", "")) if meta is not None else "")
-        header = InstanceHeader(
-            study_uid=study, series_uid=series, sop_uid=sop,
-            sop_class_uid=sop_class, transfer_syntax=transfer_syntax,
-            instance_number=_int(ds, "InstanceNumber"),
-            patient_id=_text(ds, "PatientID"), patient_name=_text(ds, "PatientName"),
-            patient_birth_date=_text(ds, "PatientBirthDate"), patient_sex=_text(ds, "PatientSex"),
-            study_date=_text(ds, "StudyDate"), study_time=_text(ds, "StudyTime"),
-            accession=_text(ds, "AccessionNumber"), study_description=_text(ds, "StudyDescription"),
-            modality=_text(ds, "Modality"), body_part=_text(ds, "BodyPartExamined"),
-            series_description=_text(ds, "SeriesDescription"), series_number=_int(ds, "SeriesNumber"),
-        )
-    except InvalidDataset:
-        raise
-    except Exception as exc:  # pydicom raises many types (e.g. BytesLengthException) for hostile bytes
-        raise UnreadableDataset(f"dataset cannot be parsed: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
-    finally:
-        if opened is not None:
-            opened.close()
-    for name, uid in (("Study Instance UID", header.study_uid), ("Series Instance UID", header.series_uid),
-                      ("SOP Instance UID", header.sop_uid)):
-        if not uid:
-            raise MissingUID(f"dataset lacks a {name}")
-        if not is_valid_uid(uid):
-            raise BadUID(f"{name} {uid[:80]!r} is not a valid DICOM UID")
-    return header
 
 
 def _sha256_file(path: Path) -> str:
@@ -596,7 +362,7 @@ class StudyStore:
                         view = view[os.write(fd, view):]
                 synced = self._fsync_pool().submit(os.fsync, fd)
                 try:
-                    header = read_header(_joined(data, body))
+                    header = read_header(joined_stream(data, body))
                     sha = _sha256_parts(data, body)
                 finally:
                     synced.result()  # re-raises the fsync's OSError
@@ -619,7 +385,7 @@ class StudyStore:
         path = self.data_dir / row["path"]
         if not path.is_file():
             return None
-        header = read_header(_joined(data, body))  # identical bytes to an indexed instance: valid by construction
+        header = read_header(joined_stream(data, body))  # identical bytes to an indexed instance: valid by construction
         if header.sop_uid != sop_uid or self.instance_path(header) != path:
             return None
         return StoredInstance(header, path, "duplicate")
