@@ -16,36 +16,47 @@ from app.core.config import Config, ConfigError, load_config
 log = logging.getLogger("firstlook")
 
 
+def _add_global_options(p: argparse.ArgumentParser, default: Any = None, modes: bool = True) -> None:
+    """Options that apply to every sub-command. They are added to each sub-command too (with
+    ``argparse.SUPPRESS`` as default, so a value given before the sub-command is kept), because
+    users type ``firstlook studies --data-dir X`` as often as ``firstlook --data-dir X studies``."""
+    def add(*names: str, **kwargs: Any) -> None:
+        p.add_argument(*names, default=default, **kwargs)
+
+    add("--config", type=Path, help="configuration file (default: the platform's config dir)")
+    if modes:  # how the program runs, not settings: only before a sub-command
+        add("--headless", action="store_true", help="run the DICOM node and analysis without a display")
+        add("--self-test", action="store_true", dest="self_test",
+            help="check packs, devices, models and the DICOM node on this machine; exit 1 on any failure")
+    add("--data-dir", type=Path, dest="data_dir")
+    add("--cache-dir", type=Path, dest="cache_dir")
+    add("--packs-dir", type=Path, dest="packs_dir")
+    add("--port", type=int)
+    add("--ae-title", dest="ae_title")
+    add("--bind")
+    add("--allow-ae", action="append", dest="allow_ae", metavar="AET",
+        help="accept this calling AE title (repeatable; none = accept any)")
+    add("--allow-ip", action="append", dest="allow_ip", metavar="IP",
+        help="accept this peer address or network (repeatable)")
+    add("--quiet-period", type=float, dest="quiet_period_s", metavar="SECONDS",
+        help="a series is ready after this long without a new instance")
+    add("--max-associations", type=int, dest="max_associations")
+    add("--min-free-mb", type=int, dest="min_free_mb")
+    add("--log-level", dest="log_level")
+    add("--tls-cert", type=Path, dest="tls_cert", metavar="PEM",
+        help="server certificate (chain) for DICOM TLS; with --tls-key opens the TLS port")
+    add("--tls-key", type=Path, dest="tls_key", metavar="PEM", help="unencrypted private key of --tls-cert")
+    add("--tls-ca", type=Path, dest="tls_ca", metavar="PEM",
+        help="CA certificate(s): require and verify client certificates")
+    add("--tls-port", type=int, dest="tls_port", help="TCP port for DICOM TLS (default 2762)")
+    add("--tls-only", action="store_const", const=True, dest="tls_only",
+        help="listen only on the TLS port (no plaintext DICOM)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="firstlook", description="FirstLook: offline AI first look at every scan.")
     p.add_argument("--version", action="version", version=f"firstlook {__version__}")
-    p.add_argument("--config", type=Path, help="configuration file (default: the platform's config dir)")
-    p.add_argument("--headless", action="store_true", help="run the DICOM node and analysis without a display")
-    p.add_argument("--self-test", action="store_true", dest="self_test",
-                   help="check packs, devices, models and the DICOM node on this machine; exit 1 on any failure")
-    p.add_argument("--data-dir", type=Path, dest="data_dir")
-    p.add_argument("--cache-dir", type=Path, dest="cache_dir")
-    p.add_argument("--packs-dir", type=Path, dest="packs_dir")
-    p.add_argument("--port", type=int)
-    p.add_argument("--ae-title", dest="ae_title")
-    p.add_argument("--bind")
-    p.add_argument("--allow-ae", action="append", dest="allow_ae", metavar="AET",
-                   help="accept this calling AE title (repeatable; none = accept any)")
-    p.add_argument("--allow-ip", action="append", dest="allow_ip", metavar="IP",
-                   help="accept this peer address or network (repeatable)")
-    p.add_argument("--quiet-period", type=float, dest="quiet_period_s", metavar="SECONDS",
-                   help="a series is ready after this long without a new instance")
-    p.add_argument("--max-associations", type=int, dest="max_associations")
-    p.add_argument("--min-free-mb", type=int, dest="min_free_mb")
-    p.add_argument("--log-level", dest="log_level")
-    p.add_argument("--tls-cert", type=Path, dest="tls_cert", metavar="PEM",
-                   help="server certificate (chain) for DICOM TLS; with --tls-key opens the TLS port")
-    p.add_argument("--tls-key", type=Path, dest="tls_key", metavar="PEM", help="unencrypted private key of --tls-cert")
-    p.add_argument("--tls-ca", type=Path, dest="tls_ca", metavar="PEM",
-                   help="CA certificate(s): require and verify client certificates")
-    p.add_argument("--tls-port", type=int, dest="tls_port", help="TCP port for DICOM TLS (default 2762)")
-    p.add_argument("--tls-only", action="store_const", const=True, dest="tls_only",
-                   help="listen only on the TLS port (no plaintext DICOM)")
+    _add_global_options(p)
     sub = p.add_subparsers(dest="command")
 
     s = sub.add_parser("studies", help="list stored studies")
@@ -64,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--only", choices=["chexnet", "blast-ct"])
     b.add_argument("--chexnet-checkpoint", type=Path)
     b.add_argument("--force", action="store_true")
+    for command in sub.choices.values():
+        _add_global_options(command, default=argparse.SUPPRESS, modes=False)
     return p
 
 

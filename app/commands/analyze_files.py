@@ -40,6 +40,7 @@ def analyze_paths(config: Config, paths: list[Path], as_json: bool = False, devi
     store = StudyStore(scratch)
     skipped: list[dict[str, str]] = []
     series: list[str] = []
+    sources: dict[str, list[str]] = {}  # series UID -> the files it came from, as the user named them
     for path in _files(paths):
         try:
             stored = store.store_instance(path, calling_ae="analyze")
@@ -48,6 +49,7 @@ def analyze_paths(config: Config, paths: list[Path], as_json: bool = False, devi
             continue
         if stored.header.series_uid not in series:
             series.append(stored.header.series_uid)
+        sources.setdefault(stored.header.series_uid, []).append(str(path))
     for series_uid in series:
         store.enqueue_job(series_uid)
     models = ModelRegistry(replace(config, data_dir=scratch), device_override=device)
@@ -56,7 +58,8 @@ def analyze_paths(config: Config, paths: list[Path], as_json: bool = False, devi
     pipeline.run_until_idle()
     results = [store.get_result(uid) for uid in series]
     if as_json:
-        body = {"results": [asdict(r) for r in results if r is not None], "skipped": skipped,
+        body = {"results": [{**asdict(r), "source_paths": sources[r.series_uid]} for r in results if r is not None],
+                "skipped": skipped,
                 "models": [asdict(s) for s in models.status()], "data_dir": str(scratch)}
         sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")
     else:
@@ -66,7 +69,9 @@ def analyze_paths(config: Config, paths: list[Path], as_json: bool = False, devi
             if r is None:
                 continue
             total = r.timings.get("total")
-            sys.stdout.write(f"{r.series_uid}  {r.priority:12} {r.summary}"
+            files = sources[r.series_uid]
+            where = files[0] + (f" (+{len(files) - 1} more)" if len(files) > 1 else "")
+            sys.stdout.write(f"{where}  {r.series_uid}  {r.priority:12} {r.summary}"
                              + (f"  [{r.model} on {r.device}, {total:.2f} s]" if r.model and total else "") + "\n")
         for s in skipped:
             sys.stdout.write(f"skipped {s['file']}: {s['reason']}\n")

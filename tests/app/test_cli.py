@@ -133,3 +133,43 @@ def test_invalid_configuration_exits_2_with_one_sentence(tmp_path: Path, args: l
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("firstlook: ") and "Traceback" not in done.stderr
     assert not (tmp_path / "d").exists()  # nothing was started
+
+
+def test_global_options_work_after_the_sub_command_too(tmp_path: Path, config_file: Path) -> None:
+    """Users type `firstlook studies --data-dir X`; it was a usage error (exit 2)."""
+    from app.core.store import StudyStore
+
+    data = tmp_path / "data"
+    store = StudyStore(data)
+    store.store_instance(fresh_uids(pydicom_file("MR_small_implicit.dcm"), tmp_path / "in"))
+    store.close()
+    before = firstlook("--data-dir", str(data), "studies", "--json", config=config_file)
+    after = firstlook("studies", "--json", "--data-dir", str(data), config=config_file)
+    assert before.returncode == 0 and after.returncode == 0, after.stderr
+    assert json.loads(after.stdout) == json.loads(before.stdout) and len(json.loads(after.stdout)) == 1
+    # a value given before the sub-command is kept when the sub-command does not repeat it
+    kept = firstlook("--data-dir", str(data), "studies", "--log-level", "WARNING", "--json", config=config_file)
+    assert json.loads(kept.stdout) == json.loads(before.stdout)
+    reindexed = firstlook("reindex", "--data-dir", str(data), config=config_file)
+    assert reindexed.returncode == 0 and "reindexed 1 instance(s)" in reindexed.stdout
+    bad = firstlook("studies", "--port", "70000", "--data-dir", str(tmp_path / "d"), config=config_file)
+    assert bad.returncode == 2 and "port must be a whole number" in bad.stderr
+
+
+def test_analyze_json_names_the_files_each_result_came_from(tmp_path: Path, config_file: Path) -> None:
+    """Two series in one folder: each result lists its own source files (no packs needed: an MR
+    series is not analysed, and says so, which is a result too)."""
+    folder = tmp_path / "in"
+    mr = [fresh_uids(pydicom_file("MR_small_implicit.dcm"), folder) for _ in range(2)]
+    other = fresh_uids(pydicom_file("MR_small_implicit.dcm"), folder / "sub")
+    done = firstlook("analyze", str(folder), "--json", "--packs-dir", str(tmp_path / "no-packs"),
+                     "--data-dir", str(tmp_path / "d"), config=config_file, timeout=120)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["results"]
+    assert len(results) == 3  # fresh_uids gives every file its own series
+    by_source = {tuple(r["source_paths"]): r for r in results}
+    assert set(by_source) == {(str(p),) for p in [*mr, other]}
+    assert all(r["status"] == "not_analysed" for r in results)
+    text = firstlook("analyze", str(mr[0]), "--packs-dir", str(tmp_path / "no-packs"), config=config_file,
+                     timeout=120)
+    assert str(mr[0]) in text.stdout
