@@ -16,6 +16,7 @@ from tests.support.crash_harness import CrashSettings, chexnet_only_packs, cxr_p
 from tests.support.node_helpers import dcmtk
 
 
+@pytest.mark.packs  # analyses with the built CheXNet pack (its crash point 'mid-analysis' needs a model)
 @pytest.mark.timeout(300)
 def test_sigkill_while_receiving_and_analysing_loses_nothing(tmp_path: Path, shared_dir: Path) -> None:
     settings = CrashSettings(
