@@ -153,7 +153,7 @@ def bench_ct(app: QApplication, root: Path, n: int) -> dict[str, float]:
     window.open_study(stored.study_uid)
     wait(app, lambda: bool(shown))
     first = time.perf_counter() - t
-    wait(app, lambda: viewer._pixels is not None and viewer._pixels.loaded_count == n, timeout=120)
+    wait(app, lambda: viewer.pixels is not None and viewer.pixels.loaded_count == n, timeout=120)
     all_loaded = time.perf_counter() - t
     viewer.set_slice(0)
     frames = 0

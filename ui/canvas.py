@@ -1,7 +1,8 @@
 """The image canvas: draws a composed frame with the right physical aspect, zoom and pan.
 
-Pixels are composed in numpy (``ui.overlays``); this widget only maps them to the screen
-and turns mouse gestures into intentions (window/level drag, pan, zoom, slice scroll).
+Pixels are composed in numpy (``ui.viewing.composition``) and zoom/pan live in a Qt-free
+``Camera``; this widget only maps them to the screen and turns mouse gestures into
+intentions (window/level drag, pan and zoom into the camera, slice scroll).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent, QWheelEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from ui.viewing.camera import Camera
 
 
 def to_qimage(frame: np.ndarray) -> QImage:
@@ -25,8 +28,10 @@ class ImageCanvas(QWidget):
     window_dragged = Signal(float, float)   # dx, dy in screen pixels (left button)
     scrolled = Signal(int)                  # wheel notches without Ctrl
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, camera: Camera | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.camera = camera or Camera()
+        self.camera.changed.connect(lambda _camera: self.update())
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(320, 320)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -34,8 +39,6 @@ class ImageCanvas(QWidget):
         self._frame: np.ndarray | None = None
         self._image: QImage | None = None
         self._aspect = 1.0  # physical pixel height / width
-        self.zoom = 1.0
-        self.pan = QPointF(0.0, 0.0)
         self._placeholder = ""
         self._banner = ""
         self._corners: dict[str, str] = {}
@@ -74,14 +77,19 @@ class ImageCanvas(QWidget):
         return self._image is not None
 
     # -- geometry ------------------------------------------------------------------------
+    @property
+    def zoom(self) -> float:
+        return self.camera.zoom
+
+    @property
+    def pan(self) -> QPointF:
+        return QPointF(*self.camera.pan)
+
     def fit(self) -> None:
-        self.zoom = 1.0
-        self.pan = QPointF(0.0, 0.0)
-        self.update()
+        self.camera.fit()
 
     def zoom_by(self, factor: float) -> None:
-        self.zoom = float(min(max(self.zoom * factor, 0.1), 20.0))
-        self.update()
+        self.camera.zoom_by(factor)
 
     def image_rect(self) -> QRectF:
         """Where the frame lands on the widget: fitted, aspect-correct, then zoomed and panned."""
@@ -153,8 +161,7 @@ class ImageCanvas(QWidget):
         if self._drag_button == Qt.MouseButton.LeftButton:
             self.window_dragged.emit(delta.x(), delta.y())
         elif self._drag_button in (Qt.MouseButton.MiddleButton, Qt.MouseButton.RightButton):
-            self.pan += delta
-            self.update()
+            self.camera.pan_by(delta.x(), delta.y())
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         self._drag_from = None

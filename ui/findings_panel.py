@@ -11,8 +11,9 @@ from typing import Any
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from app.core.store import AnalysisResult, SeriesRecord
-from ui.image_loader import SeriesGeometry
-from ui.overlays import CLASS_COLOURS, CLASS_NAMES
+from ui.viewing.image_loader import SeriesGeometry
+from ui.viewing.opened_series import OpenedSeries
+from ui.viewing.overlays import CLASS_COLOURS, CLASS_NAMES
 from ui.worklist_model import NOT_VALIDATED_TEXT, PRIORITY_COLOURS, PRIORITY_TEXT
 
 _TIMING_NAMES = {"decode": "decode", "preprocess": "pre-process", "infer": "inference", "total": "total",
@@ -112,3 +113,10 @@ class FindingsPanel(QTextBrowser):
     def show_findings(self, result: AnalysisResult | None, series: SeriesRecord | None = None,
                       geometry: SeriesGeometry | None = None, load_note: str = "") -> None:
         self.setHtml(findings_html(result, series, geometry, load_note))
+
+    def show_opened(self, opened: OpenedSeries | None) -> None:
+        """Follows the view state: called when a series opens and when its evidence is read."""
+        if opened is None:
+            self.clear()
+            return
+        self.show_findings(opened.result, opened.series, opened.geometry, opened.overlay_note)

@@ -34,7 +34,7 @@ from app.core.events import EventHub  # noqa: E402
 from app.core.store import AnalysisResult, StudyStore  # noqa: E402
 from tests.support import ui_data  # noqa: E402
 from tests.support.dicom_factory import make_cxr_dataset  # noqa: E402
-from ui.image_loader import read_series_geometry  # noqa: E402
+from ui.viewing.image_loader import read_series_geometry  # noqa: E402
 from ui.main_window import MainWindow  # noqa: E402
 
 OUT = Path(__file__).resolve().parent

@@ -1,8 +1,7 @@
-"""Greyscale windowing and AI overlays as plain numpy, so rendering is testable pixel by pixel.
+"""The models' evidence as the viewer holds it: CheXNet class-activation maps and BLAST-CT
+label volumes re-indexed to the displayed slices, with the readers of their files.
 
-Overlays never hide the image: the CAM heatmap's alpha follows the activation (cold areas
-stay clear) and is capped by the opacity slider; haemorrhage classes can be drawn as an
-outline only.
+How they are drawn over the image is ``ui.viewing.composition``.
 """
 
 from __future__ import annotations
@@ -31,80 +30,6 @@ CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
     "oedema": (60, 200, 75),
     "IVH": (0, 190, 255),
 }
-CAM_FLOOR = 0.2  # activations below this fraction of the maximum are not drawn at all
-
-
-def window_to_grey(pixels: np.ndarray, centre: float, width: float, invert: bool = False) -> np.ndarray:
-    """Linear VOI window to uint8 (MONOCHROME1 inverted after windowing)."""
-    width = max(float(width), 1.0)
-    lo = float(centre) - width / 2.0
-    scaled = (pixels - np.float32(lo)) * np.float32(255.0 / width)
-    np.clip(scaled, 0.0, 255.0, out=scaled)
-    grey = scaled.astype(np.uint8)
-    if invert:
-        np.subtract(255, grey, out=grey)
-    return grey
-
-
-def _jet_colormap() -> np.ndarray:
-    x = np.linspace(0.0, 1.0, 256)
-    r = np.clip(1.5 - np.abs(4 * x - 3), 0, 1)
-    g = np.clip(1.5 - np.abs(4 * x - 2), 0, 1)
-    b = np.clip(1.5 - np.abs(4 * x - 1), 0, 1)
-    return (np.stack([r, g, b], axis=1) * 255).astype(np.uint8)
-
-
-CAM_COLORMAP = _jet_colormap()
-
-
-def grey_to_rgb(grey: np.ndarray) -> np.ndarray:
-    return np.repeat(grey[:, :, None], 3, axis=2)
-
-
-def blend_cam(rgb: np.ndarray, cam: np.ndarray, opacity: float) -> np.ndarray:
-    """Heatmap over the image; cam is uint8 0..255 at image size."""
-    if cam.shape != rgb.shape[:2]:
-        raise ValueError(f"heatmap {cam.shape} does not match the image {rgb.shape[:2]}")
-    # Alpha ramps from 0 at the floor to the slider's opacity at the peak: weak activations fade out.
-    weight = cam.astype(np.float32) * np.float32(1.0 / 255.0)
-    alpha = np.clip((weight - np.float32(CAM_FLOOR)) * np.float32(1.0 / (1.0 - CAM_FLOOR)), 0.0, 1.0)
-    alpha *= np.float32(max(0.0, min(1.0, opacity)))
-    colour = CAM_COLORMAP[cam].astype(np.float32)
-    out = rgb.astype(np.float32)
-    out += (colour - out) * alpha[:, :, None]
-    return out.astype(np.uint8)
-
-
-def outline(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels of a boolean mask (4-neighbourhood), no scipy needed."""
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return mask & ~inner
-
-
-def blend_labels(rgb: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], enabled: set[str],
-                 opacity: float, mode: str = "fill") -> np.ndarray:
-    """Per-class colours; label value k is classes[k-1]; mode is "fill" or "outline"."""
-    if labels.shape != rgb.shape[:2]:
-        raise ValueError(f"segmentation {labels.shape} does not match the image {rgb.shape[:2]}")
-    out = rgb.copy()
-    opacity = max(0.0, min(1.0, opacity))
-    for k, name in enumerate(classes, start=1):
-        if name not in enabled:
-            continue
-        mask = labels == k
-        if not mask.any():
-            continue
-        colour = np.array(CLASS_COLOURS.get(name, (255, 0, 255)), dtype=np.float32)
-        if mode == "outline":
-            out[outline(mask)] = colour.astype(np.uint8)
-        else:
-            region = out[mask].astype(np.float32)
-            out[mask] = (region + (colour - region) * opacity).astype(np.uint8)
-    return out
 
 
 @dataclass
