@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from app import __version__
 from app.core.config import Config, ConfigError, load_config
+from app.core.models import ModelSpecs, default_specs
 
 log = logging.getLogger("firstlook")
 
@@ -53,7 +54,7 @@ def _add_global_options(p: argparse.ArgumentParser, default: Any = None, modes: 
         help="listen only on the TLS port (no plaintext DICOM)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(specs: ModelSpecs) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="firstlook", description="FirstLook: offline AI first look at every scan.")
     p.add_argument("--version", action="version", version=f"firstlook {__version__}")
     _add_global_options(p)
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build-models", help="build the OpenVINO model packs (needs the build extra)")
     b.add_argument("--out", type=Path, help="folder for the packs (default: the configured packs dir)")
     b.add_argument("--shared", type=Path, help="folder with models/ and data/ (default: ../shared)")
-    b.add_argument("--only", choices=["chexnet", "blast-ct"])
+    b.add_argument("--only", choices=list(specs.names))
     b.add_argument("--chexnet-checkpoint", type=Path)
     b.add_argument("--force", action="store_true")
     for command in sub.choices.values():
@@ -91,10 +92,11 @@ def _setup_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    specs = default_specs()  # the models this process knows; passed to everything that loops over models
+    args = _parser(specs).parse_args(argv)
     overrides: dict[str, Any] = {k: getattr(args, k) for k in _CONFIG_KEYS}
     try:
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, overrides, specs.names)
     except ConfigError as exc:
         print(f"firstlook: {exc}", file=sys.stderr)
         return 2
@@ -111,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.self_test:
         from app.commands.selftest import run_cli
 
-        return run_cli(config)
+        return run_cli(config, specs=specs)
     command = args.command
     if command == "studies":
         return _studies(config, args.json)
@@ -120,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "analyze":
         from app.commands.analyze_files import analyze_paths
 
-        return analyze_paths(config, args.paths, as_json=args.json, device=args.device)
+        return analyze_paths(config, args.paths, as_json=args.json, device=args.device, specs=specs)
     if command == "build-models":
         try:
             from inference.pack_builder.cli import build_models

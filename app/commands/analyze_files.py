@@ -16,6 +16,7 @@ from pathlib import Path
 from app.core.config import Config
 from app.core.events import EventHub
 from app.core.model_registry import ModelRegistry
+from app.core.models import ModelSpecs, default_specs
 from app.core.pipeline import Pipeline
 from app.core.store import InvalidDataset, StudyStore
 
@@ -35,7 +36,7 @@ def _files(paths: list[Path]) -> list[Path]:
 
 
 def analyze_paths(config: Config, paths: list[Path], as_json: bool = False, device: str | None = None,
-                  keep_dir: Path | None = None) -> int:
+                  keep_dir: Path | None = None, specs: ModelSpecs | None = None) -> int:
     scratch = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="firstlook-analyze-"))
     store = StudyStore(scratch)
     skipped: list[dict[str, str]] = []
@@ -52,7 +53,8 @@ def analyze_paths(config: Config, paths: list[Path], as_json: bool = False, devi
         sources.setdefault(stored.header.series_uid, []).append(str(path))
     for series_uid in series:
         store.enqueue_job(series_uid)
-    models = ModelRegistry(replace(config, data_dir=scratch), device_override=device)
+    models = ModelRegistry(replace(config, data_dir=scratch), device_override=device,
+                           specs=specs if specs is not None else default_specs())
     models.load()
     pipeline = Pipeline(config, store, EventHub(), models=models)
     pipeline.run_until_idle()

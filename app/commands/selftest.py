@@ -7,11 +7,11 @@ that is wrong; each check is PASS, FAIL, WARN or INFO and only FAIL makes the ex
 Checks, in order: OpenVINO runtime and devices; the pixel decoders the bundle must carry
 (libjpeg, openjpeg, RLE through pylibjpeg); TLS files when configured; the data folder;
 every model pack's hashes; each model compiled and run on each OpenVINO device on a
-synthetic sample generated here (a chest radiograph, a small head-CT phantom), with
-latency; the DICOM node on a loopback port storing a sample over a real association.
+synthetic sample its spec's probe generates (a chest radiograph, a small head-CT phantom),
+with latency; the DICOM node on a loopback port storing a sample over a real association.
 
-Samples are made at run time by this module (seeded), never read from patient data. No
-Qt, no network beyond 127.0.0.1.
+Samples are made at run time (seeded, ``app.core.synthetic_dicom``), never read from patient
+data. No Qt, no network beyond 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import logging
 import os
 import platform
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +34,12 @@ from typing import Any, Callable
 import numpy as np
 
 from app import __version__
-from app.core.config import MODEL_NAMES, Config
+from app.core.config import Config
+from app.core.models import ModelSpec, ModelSpecs, ProbeKnobs, default_specs
+from app.core.synthetic_dicom import base_dataset, save_part10, set_pixels, synthetic_cxr, synthetic_head_ct
+
+__all__ = ["Check", "Latency", "SelfTestOptions", "SelfTestReport", "report_dir", "run_cli", "run_self_test",
+           "synthetic_cxr", "synthetic_head_ct", "write_html"]
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +76,8 @@ class Latency:
 class SelfTestOptions:
     """Knobs for tests and slow machines; the defaults are what IT runs."""
 
-    chexnet_runs: int = 5            # timed runs after the first (warm-up) run
-    blastct_members: int | None = None  # None: the whole ensemble
+    chexnet_runs: int = 5            # timed runs after the first (warm-up) run, for models that repeat
+    blastct_members: int | None = None  # ensemble members to compile; None: the whole ensemble
     devices: list[str] | None = None  # None: every device OpenVINO reports
     report_dir: Path | None = None    # None: report_dir(config)
 
@@ -165,131 +169,21 @@ def report_dir(config: Config) -> Path:
     return Path(env) if env else config.data_dir / "logs"
 
 
-# -- synthetic samples ---------------------------------------------------------------------
-
-def synthetic_cxr(directory: Path, size: int = 640, seed: int = 6) -> Path:
-    """A 12-bit DX PA chest radiograph phantom (lungs, mediastinum, ribs, noise)."""
-    from pydicom.uid import generate_uid
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
-    img = np.full((size, size), 0.75)
-    for cx in (0.32, 0.68):  # lungs: dark ellipses
-        lung = ((xx - cx) / 0.17) ** 2 + ((yy - 0.5) / 0.32) ** 2 < 1
-        img[lung] = 0.25
-    img[(np.abs(xx - 0.5) < 0.07) & (yy > 0.2)] = 0.8  # mediastinum
-    heart = ((xx - 0.55) / 0.14) ** 2 + ((yy - 0.66) / 0.12) ** 2 < 1
-    img[heart] = 0.85
-    for k in range(8):  # ribs
-        band = np.abs(yy - (0.22 + 0.075 * k) - 0.08 * np.abs(xx - 0.5)) < 0.012
-        img[band] += 0.15
-    img += rng.normal(0, 0.02, img.shape)
-    stored = np.clip(img * 4095, 0, 4095).astype(np.uint16)
-    ds = _base_dataset("DX", "1.2.840.10008.5.1.4.1.1.1.1", generate_uid(), generate_uid(), "SELFTEST^CXR")
-    ds.BodyPartExamined = "CHEST"
-    ds.ViewPosition = "PA"
-    ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    _pixels(ds, stored, bits_stored=12, signed=False)
-    ds.PixelSpacing = ds.ImagerPixelSpacing = [0.5, 0.5]
-    ds.WindowCenter, ds.WindowWidth = 2048, 4096
-    return _save(ds, directory / "cxr.dcm")
-
-
-def synthetic_head_ct(directory: Path, n_slices: int = 12, size: int = 64, seed: int = 6) -> list[Path]:
-    """A small axial head phantom (skull, brain, a hyperdense blob) that fits one BLAST-CT tile.
-
-    64 x 64 pixels of 1.25 mm and 12 slices 6 mm apart: about 80 x 80 x 67 mm, so the
-    ensemble runs exactly one tile per member and the latency is the per-tile cost.
-    """
-    from pydicom.uid import generate_uid
-
-    rng = np.random.default_rng(seed)
-    study, series = generate_uid(), generate_uid()
-    spacing, step = 1.25, 6.0
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    c = (size - 1) / 2
-    paths: list[Path] = []
-    for k in range(n_slices):
-        z = (k - (n_slices - 1) / 2) / (n_slices / 2)
-        scale = np.sqrt(max(0.2, 1 - 0.6 * z * z))
-        r = np.hypot((xx - c) / (0.46 * size * scale), (yy - c) / (0.48 * size * scale))
-        hu = np.full((size, size), -1000.0)
-        hu[r < 1.0] = 1000.0           # skull
-        hu[r < 0.88] = 35.0            # brain
-        blob = np.hypot(xx - c - 8, yy - c + 6) < 6 + 2 * (1 - abs(z))
-        hu[blob & (r < 0.88)] = 70.0   # acute-blood density
-        hu += rng.normal(0, 4, hu.shape)
-        ds = _base_dataset("CT", "1.2.840.10008.5.1.4.1.1.2", study, series, "SELFTEST^HEAD")
-        ds.BodyPartExamined = "HEAD"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [-c * spacing, -c * spacing, k * step]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing = [spacing, spacing]
-        ds.SliceThickness = step
-        _pixels(ds, np.clip(hu + 1024, -32768, 32767).astype(np.int16), bits_stored=16, signed=True)
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.WindowCenter, ds.WindowWidth = 40, 80
-        paths.append(_save(ds, directory / "headct" / f"ct{k + 1:03d}.dcm"))
-    return paths
-
-
-def _base_dataset(modality: str, sop_class: str, study: str, series: str, name: str) -> Any:
-    from pydicom.dataset import Dataset
-    from pydicom.uid import generate_uid
-
-    now = datetime.datetime.now()
-    ds = Dataset()
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-    ds.PatientID, ds.PatientName = "SELFTEST", name
-    ds.StudyDate, ds.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    ds.Modality = modality
-    ds.SeriesNumber, ds.InstanceNumber = 1, 1
-    ds.StudyDescription = ds.SeriesDescription = "FirstLook self-test (synthetic)"
-    ds.Manufacturer = "FirstLook self-test"
-    return ds
-
-
-def _pixels(ds: Any, array: np.ndarray, bits_stored: int, signed: bool) -> None:
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = array.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
-    ds.PixelRepresentation = 1 if signed else 0
-    ds.PixelData = np.ascontiguousarray(array).tobytes()
-
-
-def _save(ds: Any, path: Path) -> Path:
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    ds.set_original_encoding(False, True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 # -- the checks ----------------------------------------------------------------------------
 
 class _Runner:
-    def __init__(self, config: Config, options: SelfTestOptions, report: SelfTestReport, work: Path) -> None:
+    def __init__(self, config: Config, options: SelfTestOptions, report: SelfTestReport, work: Path,
+                 specs: ModelSpecs) -> None:
         self.config = config
         self.options = options
         self.report = report
         self.work = work
+        self.specs = specs
+        self.knobs = ProbeKnobs(runs=options.chexnet_runs, members=options.blastct_members)
         self.core: Any = None
         self.devices: list[Any] = []
         self.loaded: dict[str, Any] = {}
-        self.cxr_path: Path | None = None
-        self.ct_paths: list[Path] = []
+        self.samples: dict[str, list[Path]] = {}  # model name -> its synthetic series
 
     def add(self, name: str, status: str, detail: str = "", seconds: float | None = None) -> Check:
         check = Check(name, status, detail, seconds)
@@ -362,9 +256,9 @@ class _Runner:
 
         def lossless(uid: Any) -> Callable[[], tuple[str, str]]:
             def check() -> tuple[str, str]:
-                ds = _base_dataset("OT", "1.2.840.10008.5.1.4.1.1.7", "1.2.3", "1.2.3.4", "SELFTEST^CODEC")
-                _pixels(ds, base16, bits_stored=12, signed=False)
-                _save(ds, self.work / "codec.dcm")
+                ds = base_dataset("OT", "1.2.840.10008.5.1.4.1.1.7", "1.2.3", "1.2.3.4", "SELFTEST^CODEC")
+                set_pixels(ds, base16, bits_stored=12, signed=False)
+                save_part10(ds, self.work / "codec.dcm")
                 ds.compress(uid, encoding_plugin="pylibjpeg")
                 ds.pixel_array_options(decoding_plugin="pylibjpeg")
                 got = ds.pixel_array
@@ -381,12 +275,12 @@ class _Runner:
             pixels8 = (base16 >> 4).astype(np.uint8)
             buf = io.BytesIO()
             Image.fromarray(pixels8).save(buf, format="JPEG", quality=95)
-            ds = _base_dataset("OT", "1.2.840.10008.5.1.4.1.1.7", "1.2.3", "1.2.3.4", "SELFTEST^CODEC")
-            _pixels(ds, pixels8.astype(np.uint16), bits_stored=8, signed=False)
+            ds = base_dataset("OT", "1.2.840.10008.5.1.4.1.1.7", "1.2.3", "1.2.3.4", "SELFTEST^CODEC")
+            set_pixels(ds, pixels8.astype(np.uint16), bits_stored=8, signed=False)
             ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
             ds.PixelData = encapsulate([buf.getvalue()])
             ds["PixelData"].VR = "OB"
-            _save(ds, self.work / "jpeg.dcm")
+            save_part10(ds, self.work / "jpeg.dcm")
             ds.file_meta.TransferSyntaxUID = jpeg
             ds.pixel_array_options(decoding_plugin="pylibjpeg")
             got = ds.pixel_array.astype(np.int16)
@@ -438,8 +332,8 @@ class _Runner:
         self.guarded("data folder", check)
 
     def packs(self) -> None:
-        for name in MODEL_NAMES:
-            def check(name: str = name) -> tuple[str, str]:
+        for spec in self.specs:
+            def check(name: str = spec.name) -> tuple[str, str]:
                 from inference.errors import PackError
                 from inference.packs import load_pack
 
@@ -452,22 +346,25 @@ class _Runner:
                 flag = "validated" if pack.validated else "NOT VALIDATED (not for diagnosis)"
                 return PASS, f"{pack.version}, {flag}; {len(pack.manifest['files'])} files, {size:.1f} MB, SHA-256 verified"
 
-            self.guarded(f"pack {name}", check)
+            self.guarded(f"pack {spec.name}", check)
 
-    def samples(self) -> None:
+    def make_samples(self) -> None:
         def check() -> tuple[str, str]:
-            self.cxr_path = synthetic_cxr(self.work / "samples")
-            self.ct_paths = synthetic_head_ct(self.work / "samples")
-            return PASS, f"synthetic DX chest radiograph and {len(self.ct_paths)}-slice head CT generated"
+            described = []
+            for spec in self.specs:
+                if spec.self_test is not None:
+                    files = spec.self_test.make_sample(self.work / "samples")
+                    self.samples[spec.name] = files
+                    described.append(spec.self_test.describe_sample(files))
+            return PASS, f"{' and '.join(described)} generated"
 
         self.guarded("synthetic samples", check)
 
     def models(self) -> None:
         for device in self.devices:
-            if "chexnet" in self.loaded and self.cxr_path is not None:
-                self._chexnet(device)
-            if "blast-ct" in self.loaded and self.ct_paths:
-                self._blastct(device)
+            for spec in self.specs:
+                if spec.name in self.loaded and self.samples.get(spec.name):
+                    self._exercise(spec, device)
 
     def _compiled_on(self, runtime: Any, device: str) -> str | None:
         """Why the model is not on ``device`` (CompiledModel falls back to CPU), or None."""
@@ -477,95 +374,42 @@ class _Runner:
             return note or f"ran on {used} instead of {device}"
         return None
 
-    def _chexnet(self, device: Any) -> None:
+    def _exercise(self, spec: ModelSpec, device: Any) -> None:
+        """Compile the model on the device, then run its synthetic sample and time it."""
+        probe = spec.self_test
+        assert probe is not None
         state: dict[str, Any] = {}
 
         def compile_() -> tuple[str, str]:
-            from inference.chexnet import Chexnet
-
             t0 = time.perf_counter()
-            model = Chexnet(self.loaded["chexnet"], self.core, device=device.name)
+            model = probe.compile(self.loaded[spec.name], self.core, device.name, self.knobs)
             state["compile"] = time.perf_counter() - t0
             why = self._compiled_on(model, device.name)
             if why:
-                model.close()
+                close = getattr(model, "close", None)
+                if close is not None:
+                    close()
                 return FAIL, why
             state["model"] = model
-            return PASS, f"INT8 IR compiled in {state['compile']:.2f} s"
+            return PASS, probe.compiled_detail(model, state["compile"])
 
-        if not self.guarded(f"compile chexnet on {device.name}", compile_):
+        if not self.guarded(f"compile {spec.name} on {device.name}", compile_):
             return
 
         def run() -> tuple[str, str]:
-            from inference.cxr_input import load_cxr
-
             model = state["model"]
-            try:
-                image = load_cxr(self.cxr_path)
-                times: list[float] = []
-                out = None
-                for _ in range(1 + max(1, self.options.chexnet_runs)):
-                    t0 = time.perf_counter()
-                    out = model.analyse(image)
-                    times.append(time.perf_counter() - t0)
-            finally:
-                model.close()
-            assert out is not None
-            probs = np.array(list(out.probabilities.values()))
-            if len(probs) != len(out.labels) or not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.max() > 1:
-                return FAIL, f"implausible probabilities {probs.round(3).tolist()}"
-            if out.cam.shape != (len(out.labels), image.rows, image.cols):
-                return FAIL, f"heatmap shape {out.cam.shape} does not match the image {image.rows}x{image.cols}"
-            median = statistics.median(times[1:])
-            self.report.latencies.append(Latency("chexnet", device.name, device.full_name, state["compile"], times[0],
-                                                 median, len(times) - 1, "per radiograph incl. heatmaps"))
-            return PASS, (f"{len(out.labels)} probabilities in 0..1, heatmaps {image.rows}x{image.cols}; "
-                          f"median {median * 1000:.0f} ms per radiograph")
-
-        self.guarded(f"run chexnet on {device.name}", run)
-
-    def _blastct(self, device: Any) -> None:
-        state: dict[str, Any] = {}
-
-        def compile_() -> tuple[str, str]:
-            from inference.blastct import BlastCt
-
-            t0 = time.perf_counter()
-            model = BlastCt(self.loaded["blast-ct"], self.core, device=device.name, members=self.options.blastct_members)
-            state["compile"] = time.perf_counter() - t0
+            outcome = probe.exercise(model, self.samples[spec.name], self.knobs)
+            if outcome.problem is not None:
+                return FAIL, outcome.problem
             why = self._compiled_on(model, device.name)
             if why:
                 return FAIL, why
-            state["model"] = model
-            return PASS, (f"first ensemble member compiled in {state['compile']:.2f} s, precision "
-                          f"{getattr(model, 'precision', '?')} (the others compile per study)")
+            compile_s = outcome.compile_s if outcome.compile_s is not None else state["compile"]
+            self.report.latencies.append(Latency(spec.name, device.name, device.full_name, compile_s, outcome.first_s,
+                                                 outcome.median_s, outcome.runs, outcome.note))
+            return PASS, outcome.detail
 
-        if not self.guarded(f"compile blast-ct on {device.name}", compile_):
-            return
-
-        def run() -> tuple[str, str]:
-            from inference.ct_volume import load_ct_series
-
-            model = state["model"]
-            volume = load_ct_series(self.ct_paths)
-            t0 = time.perf_counter()
-            out = model.analyse(volume)
-            took = time.perf_counter() - t0
-            if out.labels.shape[0] != len(self.ct_paths) or out.labels.max(initial=0) > 4:
-                return FAIL, f"label map {out.labels.shape} / max {int(out.labels.max(initial=0))} does not fit the series"
-            vols = np.array(list(out.volumes_ml.values()))
-            if not np.all(np.isfinite(vols)) or vols.min() < 0:
-                return FAIL, f"implausible volumes {out.volumes_ml}"
-            why = self._compiled_on(model, device.name)
-            if why:
-                return FAIL, why
-            compile_s = float(out.timings.get("compile", state["compile"]))
-            self.report.latencies.append(Latency("blast-ct", device.name, device.full_name, compile_s, took, took, 1,
-                                                 f"{out.members} member(s) x {out.tiles_run} tile(s) of {out.tile} mm"))
-            return PASS, (f"{out.members} member(s), {out.tiles_run} tile(s) each, labels on {out.labels.shape[0]} slices; "
-                          f"{took:.1f} s per study (this phantom)")
-
-        self.guarded(f"run blast-ct on {device.name}", run)
+        self.guarded(f"run {spec.name} on {device.name}", run)
 
     def node(self) -> None:
         def check() -> tuple[str, str]:
@@ -573,7 +417,8 @@ class _Runner:
             from dicom_node.scp import StorageSCP
             from dicom_node.scu import echo, send_files
 
-            if self.cxr_path is None:
+            sample = next((files[0] for files in self.samples.values() if files), None)
+            if sample is None:
                 return FAIL, "no sample to send"
             store_dir = self.work / "node-data"
             # Plaintext only: the TLS files have their own check, and the configured tls_port may
@@ -588,7 +433,7 @@ class _Runner:
                 host, port = scp.address
                 t0 = time.perf_counter()
                 echoed = echo(host, port, node_config.ae_title, calling_ae=SELFTEST_AE)
-                statuses = send_files(host, port, node_config.ae_title, [self.cxr_path], calling_ae=SELFTEST_AE)
+                statuses = send_files(host, port, node_config.ae_title, [sample], calling_ae=SELFTEST_AE)
                 took = time.perf_counter() - t0
             finally:
                 scp.stop(timeout=10)
@@ -625,20 +470,22 @@ class _Runner:
         self.guarded("configured node port", port)
 
 
-def run_self_test(config: Config, options: SelfTestOptions | None = None) -> SelfTestReport:
+def run_self_test(config: Config, options: SelfTestOptions | None = None,
+                  specs: ModelSpecs | None = None) -> SelfTestReport:
     """Run every check and return the report (nothing printed, nothing written)."""
     options = options or SelfTestOptions()
+    specs = specs if specs is not None else default_specs()
     report = SelfTestReport(version=__version__,
                             started_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
                             host=socket.gethostname())
     with tempfile.TemporaryDirectory(prefix="firstlook-selftest-") as tmp:
-        runner = _Runner(config, options, report, Path(tmp))
+        runner = _Runner(config, options, report, Path(tmp), specs)
         runner.runtime()
         runner.decoders()
         runner.tls()
         runner.data_dir()
         runner.packs()
-        runner.samples()
+        runner.make_samples()
         if runner.core is not None:
             runner.models()
         runner.node()
@@ -656,12 +503,13 @@ def write_html(report: SelfTestReport, directory: Path) -> Path:
     return path
 
 
-def run_cli(config: Config, options: SelfTestOptions | None = None, write: Writer = sys.stdout.write) -> int:
+def run_cli(config: Config, options: SelfTestOptions | None = None, write: Writer = sys.stdout.write,
+            specs: ModelSpecs | None = None) -> int:
     """``firstlook --self-test``: print the report, save the HTML, exit 0 only if all passed."""
     options = options or SelfTestOptions()
     for noisy in ("pynetdicom", "openjpeg"):  # per-association and codec chatter
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger(noisy).getEffectiveLevel()))
-    report = run_self_test(config, options)
+    report = run_self_test(config, options, specs if specs is not None else default_specs())
     target = options.report_dir or report_dir(config)
     try:
         report.html_path = write_html(report, target)

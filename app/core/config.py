@@ -12,14 +12,13 @@ import sys
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import platformdirs
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "firstlook"
-MODEL_NAMES = ("chexnet", "blast-ct")
 
 
 class ConfigError(Exception):
@@ -60,7 +59,7 @@ class Config:
     quiet_period_s: float = 5.0
     max_associations: int = 16
     min_free_mb: int = 500
-    devices: dict[str, str] = field(default_factory=lambda: {m: "CPU" for m in MODEL_NAMES})
+    devices: dict[str, str] = field(default_factory=dict)  # model -> device; unnamed models run on CPU
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -69,8 +68,14 @@ class Config:
     tls_only: bool = False  # True: only the TLS port listens (no plaintext DICOM at all)
     log_level: str = "INFO"
 
-    def validate(self) -> "Config":
-        """Raise ConfigError for the first value that cannot work."""
+    def validate(self, model_names: Sequence[str] | None = None) -> "Config":
+        """Raise ConfigError for the first value that cannot work.
+
+        ``model_names`` are the models ``devices`` and ``thresholds`` may name: the names of the
+        spec collection the caller uses (``ModelSpecs.names``). The configuration does not know
+        the models itself (the node reads it and must not reach the model runtimes), so without
+        names only the values are checked.
+        """
         validate_ae_title(self.ae_title, "ae_title")
         if not isinstance(self.port, int) or isinstance(self.port, bool) or not 1 <= self.port <= 65535:
             raise ConfigError(f"port must be a whole number from 1 to 65535, not {self.port!r}.")
@@ -92,13 +97,15 @@ class Config:
         if not isinstance(self.min_free_mb, int) or self.min_free_mb < 0:
             raise ConfigError(f"min_free_mb must be a whole number of megabytes >= 0, not {self.min_free_mb!r}.")
         for model, device in self.devices.items():
-            if model not in MODEL_NAMES:
-                raise ConfigError(f"devices has an unknown model {model!r}; known models are {', '.join(MODEL_NAMES)}.")
+            if model_names is not None and model not in model_names:
+                known = ", ".join(model_names)
+                raise ConfigError(f"devices has an unknown model {model!r}; known models are {known}.")
             if not isinstance(device, str) or not device or not device.replace(".", "").replace(":", "").replace(",", "").isalnum():
                 raise ConfigError(f"device for {model} must be a name such as CPU, GPU, GPU.1 or AUTO, not {device!r}.")
         for model, table in self.thresholds.items():
-            if model not in MODEL_NAMES or not isinstance(table, dict):
-                raise ConfigError(f"thresholds has an unknown model {model!r}; known models are {', '.join(MODEL_NAMES)}.")
+            if (model_names is not None and model not in model_names) or not isinstance(table, dict):
+                known = ", ".join(model_names or ())
+                raise ConfigError(f"thresholds has an unknown model {model!r}; known models are {known}.")
             for label, value in table.items():
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                     raise ConfigError(f"threshold {model}.{label} must be a number >= 0, not {value!r}.")
@@ -146,7 +153,7 @@ _PATH_KEYS = {"data_dir", "cache_dir", "packs_dir", "tls_cert", "tls_key", "tls_
 _KNOWN = {f.name for f in fields(Config)}
 
 
-def _coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
+def _coerce(values: dict[str, Any], source: str, model_names: Sequence[str] | None) -> dict[str, Any]:
     unknown = sorted(set(values) - _KNOWN)
     if unknown:
         raise ConfigError(f"{source} has unknown key(s) {', '.join(unknown)}; known keys are {', '.join(sorted(_KNOWN))}.")
@@ -162,12 +169,18 @@ def _coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
     if "devices" in out:
         if not isinstance(out["devices"], dict):
             raise ConfigError("devices must be a table of model = device.")
-        out["devices"] = {**{m: "CPU" for m in MODEL_NAMES}, **out["devices"]}
+        out["devices"] = {**{m: "CPU" for m in model_names or ()}, **out["devices"]}
     return out
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults <- TOML file (if it exists) <- command-line overrides, then validated."""
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None,
+                model_names: Sequence[str] | None = None) -> Config:
+    """Defaults <- TOML file (if it exists) <- command-line overrides, then validated.
+
+    ``model_names`` (the specs' names) makes unknown models an error and gives every model a
+    device entry; the wiring always passes them.
+    """
+    names = tuple(model_names) if model_names is not None else None
     path = path or default_config_path()
     values: dict[str, Any] = {}
     if path.exists():
@@ -176,20 +189,21 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
                 values = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read the configuration file {path}: {exc}.") from None
-        values = _coerce(values, f"the configuration file {path}")
-    cli = _coerce({k: v for k, v in (overrides or {}).items() if v is not None}, "the command line")
+        values = _coerce(values, f"the configuration file {path}", names)
+    cli = _coerce({k: v for k, v in (overrides or {}).items() if v is not None}, "the command line", names)
     try:
-        config = replace(Config(), **{**values, **cli})
+        defaults = Config(devices={m: "CPU" for m in names or ()})
+        config = replace(defaults, **{**values, **cli})
     except TypeError as exc:
         raise ConfigError(f"configuration error: {exc}.") from None
-    return config.validate()
+    return config.validate(names)
 
 
-def save_config(config: Config, path: Path | None = None) -> Path:
+def save_config(config: Config, path: Path | None = None, model_names: Sequence[str] | None = None) -> Path:
     """Validate, then write atomically so a crash never leaves half a config file."""
     import tomli_w
 
-    config.validate()
+    config.validate(model_names)
     path = path or default_config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".toml.tmp")

@@ -1,4 +1,4 @@
-"""Loads the model packs and keeps both models compiled and resident.
+"""Loads the model packs and keeps every model compiled and resident.
 
 Each model loads on its own: a corrupt pack or a device that will not compile disables
 (or moves to CPU) that model only, and the reason is kept for the status bar and results.
@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from app.core.config import MODEL_NAMES, Config
-from app.core.router import BLAST_CT, CHEXNET
+from app.core.config import Config
+from app.core.models import ModelSpecs, default_specs
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,12 @@ class ModelUnavailable(Exception):
 
 
 class ModelRegistry:
-    def __init__(self, config: Config, device_override: str | None = None) -> None:
+    def __init__(self, config: Config, device_override: str | None = None, specs: ModelSpecs | None = None) -> None:
         self.config = config
         self.device_override = device_override
+        self.specs = specs if specs is not None else default_specs()
         self._models: dict[str, Any] = {}
-        self._status: dict[str, ModelStatus] = {name: ModelStatus(name, "waiting") for name in MODEL_NAMES}
+        self._status: dict[str, ModelStatus] = {name: ModelStatus(name, "waiting") for name in self.specs.names}
         self._lock = threading.Lock()
         self._loaded = threading.Event()
         self._core: Any = None
@@ -63,7 +64,8 @@ class ModelRegistry:
 
         try:
             self._core = make_core(self.config.cache_dir / "openvino")
-            for name in MODEL_NAMES:
+            for spec in self.specs:
+                name = spec.name
                 device = self.device_override or self.config.devices.get(name, "CPU")
                 self._set(ModelStatus(name, "loading", device=device))
                 start = time.perf_counter()
@@ -72,7 +74,7 @@ class ModelRegistry:
                     if not pack_dir.is_dir():
                         raise PackError(name, f"not installed in {self.config.packs_dir} (run `firstlook build-models`)")
                     pack = load_pack(pack_dir)
-                    runtime = self._runtime(name, pack, device)
+                    runtime = spec.make_runtime(pack, self._core, device)
                 except PackError as exc:
                     log.error("%s", exc)
                     self._set(ModelStatus(name, "unavailable", device=device, message=str(exc)))
@@ -92,17 +94,6 @@ class ModelRegistry:
                          time.perf_counter() - start, "" if pack.validated else " (NOT VALIDATED)")
         finally:
             self._loaded.set()
-
-    def _runtime(self, name: str, pack: Any, device: str) -> Any:
-        if name == CHEXNET:
-            from inference.chexnet import Chexnet
-
-            return Chexnet(pack, self._core, device=device)
-        if name == BLAST_CT:
-            from inference.blastct import BlastCt
-
-            return BlastCt(pack, self._core, device=device)
-        raise KeyError(name)
 
     def get(self, name: str, wait: float | None = None) -> Any:
         if wait is not None:

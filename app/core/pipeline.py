@@ -12,11 +12,12 @@ import logging
 import threading
 from typing import Any
 
-from app.core.series_analysis import SeriesAnalyser, _failed
+from app.core.series_analysis import SeriesAnalyser, failed_result
 from app.core.config import Config
 from app.core.crashpoints import crash_point
 from app.core.events import AnalysisStarted, EventHub, ResultStored
 from app.core.model_registry import ModelRegistry, ModelStatus
+from app.core.models import ModelSpecs
 from app.core.store import StudyStore
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,12 @@ LANES = ("image", "volume")
 
 class Pipeline:
     def __init__(self, config: Config, store: StudyStore, hub: EventHub,
-                 models: ModelRegistry | None = None) -> None:
+                 models: ModelRegistry | None = None, specs: ModelSpecs | None = None) -> None:
+        """``specs`` are the models to load when no registry is given (the shipped ones by default)."""
         self.config = config
         self.store = store
         self.hub = hub
-        self.models = models or ModelRegistry(config)
+        self.models = models or ModelRegistry(config, specs=specs)
         self.analyser = SeriesAnalyser(config, store, self.models)
         self._wake = {lane: threading.Event() for lane in LANES}
         self._stop = threading.Event()
@@ -95,8 +97,8 @@ class Pipeline:
     def _process(self, job: Any) -> None:
         self.hub.publish(AnalysisStarted(job.study_uid, job.series_uid))
         if job.attempts > MAX_ATTEMPTS:
-            result = _failed(job.series_uid, job.study_uid,
-                             f"analysis was interrupted {job.attempts - 1} times; given up")
+            result = failed_result(job.series_uid, job.study_uid,
+                                   f"analysis was interrupted {job.attempts - 1} times; given up")
         else:
             try:
                 result = self.analyser.analyse(job.series_uid)

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +20,22 @@ import pydicom
 
 from app.core.config import Config
 from app.core.model_registry import ModelRegistry, ModelUnavailable
-from app.core.router import BLAST_CT, CHEXNET, SeriesInfo, route
+from app.core.models import ModelSpec, ModelSpecs
+from app.core.router import SeriesInfo, route
 from app.core.store import AnalysisResult, StudyStore
-from app.core.triage import effective_priority, flagged_labels, priority_from_rules
+from app.core.triage import effective_priority, priority_from_rules
 
 log = logging.getLogger(__name__)
 
 UNVALIDATED_PREFIX = "UNVALIDATED model, not for diagnosis: "
-BLAST_CT_CLASSES = ("IPH", "EAH", "oedema", "IVH")
 
 
-def _not_analysed(series_uid: str, study_uid: str, reason: str, **extra: Any) -> AnalysisResult:
+def not_analysed_result(series_uid: str, study_uid: str, reason: str, **extra: Any) -> AnalysisResult:
     return AnalysisResult(series_uid=series_uid, study_uid=study_uid, status="not_analysed",
                           priority="not_analysed", reason=reason, summary=f"not analysed: {reason}", **extra)
 
 
-def _failed(series_uid: str, study_uid: str, reason: str, **extra: Any) -> AnalysisResult:
+def failed_result(series_uid: str, study_uid: str, reason: str, **extra: Any) -> AnalysisResult:
     return AnalysisResult(series_uid=series_uid, study_uid=study_uid, status="failed", priority="failed",
                           reason=reason, summary=f"failed: {reason}", **extra)
 
@@ -51,6 +52,19 @@ def _save_npz(store: StudyStore, target: Path, **arrays: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@dataclass
+class StoreOverlaySink:
+    """Overlay files of one series' result, written crash-safely into the store's results folder."""
+
+    store: StudyStore
+    series_uid: str
+
+    def save_npz(self, filename: str, **arrays: Any) -> Path:
+        target = self.store.result_overlay_dir(self.series_uid) / filename
+        _save_npz(self.store, target, **arrays)
+        return target
+
+
 def _thresholds(config: Config, model: str, pack_thresholds: dict[str, float]) -> dict[str, float]:
     merged = dict(pack_thresholds)
     merged.update({k: float(v) for k, v in config.thresholds.get(model, {}).items() if k in merged})
@@ -62,6 +76,7 @@ class SeriesAnalyser:
         self.config = config
         self.store = store
         self.models = models
+        self.specs: ModelSpecs = models.specs
 
     def analyse(self, series_uid: str, wait_for_models: float | None = None) -> AnalysisResult:
         series = self.store.get_series(series_uid)
@@ -72,108 +87,57 @@ class SeriesAnalyser:
         try:
             files = self.store.series_files(series_uid)
             if not files:
-                return _not_analysed(series_uid, series.study_uid, "the series has no stored instances", **base)
+                return not_analysed_result(series_uid, series.study_uid, "the series has no stored instances", **base)
             try:
                 first = pydicom.dcmread(files[0], stop_before_pixels=True, force=True)
                 info = SeriesInfo.from_dataset(first, len(files))
             except Exception as exc:
-                return _not_analysed(series_uid, series.study_uid, f"headers cannot be read ({exc.__class__.__name__})", **base)
-            decision = route(info)
+                return not_analysed_result(series_uid, series.study_uid,
+                                           f"headers cannot be read ({exc.__class__.__name__})", **base)
+            decision = route(info, self.specs)
             if decision.model is None:
-                return _not_analysed(series_uid, series.study_uid, decision.reason, **base)
+                return not_analysed_result(series_uid, series.study_uid, decision.reason, **base)
             try:
                 model = self.models.get(decision.model, wait=wait_for_models)
             except ModelUnavailable as exc:
-                return _failed(series_uid, series.study_uid, f"{decision.model} unavailable: {exc}",
-                               model=decision.model, **base)
-            if decision.model == CHEXNET:
-                result = self._chexnet(model, series_uid, series.study_uid, files)
-            else:
-                result = self._blastct(model, series_uid, series.study_uid, files)
+                return failed_result(series_uid, series.study_uid, f"{decision.model} unavailable: {exc}",
+                                     model=decision.model, **base)
+            result = self._run(self.specs[decision.model], model, series_uid, series.study_uid, files)
         except BaseException as exc:  # BaseException too: a native decoder's pyo3 PanicException
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             from inference.errors import NotAnalysable
 
             if isinstance(exc, NotAnalysable):
-                return _not_analysed(series_uid, series.study_uid, exc.reason, **base)
+                return not_analysed_result(series_uid, series.study_uid, exc.reason, **base)
             log.exception("analysis of series %s failed", series_uid)
-            return _failed(series_uid, series.study_uid, f"{exc.__class__.__name__}: {str(exc)[:300]}", **base)
+            return failed_result(series_uid, series.study_uid, f"{exc.__class__.__name__}: {str(exc)[:300]}", **base)
         result.arrival_at = series.first_received
         result.timings["total"] = time.perf_counter() - started
         result.created_at = time.time()
         result.timings["arrival_to_result"] = max(0.0, result.created_at - series.first_received)
         return result
 
-    # -- models ------------------------------------------------------------------------
-    def _finish(self, result: AnalysisResult, pack: Any, values: dict[str, float], model: str,
-                fmt: str) -> AnalysisResult:
-        thresholds = _thresholds(self.config, model, pack.manifest.get("thresholds", {}))
-        flagged = flagged_labels(values, thresholds)
-        rule_priority = priority_from_rules(flagged, pack.manifest.get("triage", {}), values)
-        result.priority = effective_priority(rule_priority, pack.validated)
-        result.findings.update({"thresholds": thresholds, "flagged": flagged, "rule_priority": rule_priority})
-        text = ", ".join(fmt.format(label=label, value=values[label]) for label in flagged)
-        if not text:
-            text = "no finding above threshold" if model == CHEXNET else "no haemorrhage or oedema above threshold"
-        result.summary = text if pack.validated else UNVALIDATED_PREFIX + text
-        result.validated = pack.validated
-        result.model = pack.name
-        result.model_version = pack.version
-        return result
-
-    def _chexnet(self, model: Any, series_uid: str, study_uid: str, files: list[Path]) -> AnalysisResult:
-        from inference.cxr_input import load_cxr
-        from inference.errors import NotAnalysable
-
+    def _run(self, spec: ModelSpec, model: Any, series_uid: str, study_uid: str, files: list[Path]) -> AnalysisResult:
+        """Input, model, overlay, then thresholds and triage from the pack's manifest."""
         t0 = time.perf_counter()
-        reasons: list[str] = []
-        image = None
-        chosen: Path | None = None
-        for path in files:  # the first frontal image of the series is the one read
-            try:
-                image = load_cxr(path)
-                chosen = path
-                break
-            except NotAnalysable as exc:
-                reasons.append(exc.reason)
-        if image is None or chosen is None:
-            raise NotAnalysable(reasons[0] if reasons else "no readable chest radiograph in the series")
+        model_input = spec.load_input(files)
         decode = time.perf_counter() - t0
-        # The 7x7 CAM is stored; the viewer upsamples the finding it shows (inference.cam).
-        out = model.analyse(image, full_cam=False)
-        overlay_dir = self.store.result_overlay_dir(series_uid)
-        labels = list(out.probabilities)
-        _save_npz(self.store, overlay_dir / "cam.npz", cam_raw=out.cam_raw.astype(np.float32),
-                  labels=np.array(labels), shape=np.array([image.rows, image.cols]))
-        sop = pydicom.dcmread(chosen, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
-        result = AnalysisResult(
-            series_uid=series_uid, study_uid=study_uid, status="done", priority="routine",
-            device=out.device, device_note=out.fallback_note,
-            findings={"probabilities": {k: float(v) for k, v in out.probabilities.items()}, "sop_uid": str(sop)},
-            timings={"decode": decode, **{k: float(v) for k, v in out.timings.items()}},
-            overlay_path=str((overlay_dir / "cam.npz").relative_to(self.store.data_dir)),
+        output = spec.run(model, model_input)
+        overlay = spec.write_overlay(model_input, output, StoreOverlaySink(self.store, series_uid))
+        reading = spec.read(model_input, output)
+        pack = model.pack
+        thresholds = _thresholds(self.config, spec.name, pack.manifest.get("thresholds", {}))
+        flagged = spec.flagged(reading.values, thresholds)
+        rule_priority = priority_from_rules(flagged, pack.manifest.get("triage", {}), reading.values)
+        text = spec.summary(reading.values, flagged)
+        return AnalysisResult(
+            series_uid=series_uid, study_uid=study_uid, status="done",
+            priority=effective_priority(rule_priority, pack.validated),
+            device=reading.device, device_note=reading.device_note,
+            findings={**reading.findings, "thresholds": thresholds, "flagged": flagged, "rule_priority": rule_priority},
+            timings={"decode": decode, **reading.timings},
+            overlay_path=str(overlay.relative_to(self.store.data_dir)) if overlay is not None else None,
+            summary=text if pack.validated else UNVALIDATED_PREFIX + text,
+            validated=pack.validated, model=pack.name, model_version=pack.version,
         )
-        return self._finish(result, model.pack, result.findings["probabilities"], CHEXNET, "{label} {value:.2f}")
-
-    def _blastct(self, model: Any, series_uid: str, study_uid: str, files: list[Path]) -> AnalysisResult:
-        from inference.ct_volume import load_ct_series
-
-        t0 = time.perf_counter()
-        volume = load_ct_series(files)
-        decode = time.perf_counter() - t0
-        out = model.analyse(volume)
-        overlay_dir = self.store.result_overlay_dir(series_uid)
-        _save_npz(self.store, overlay_dir / "labels.npz", labels=out.labels, sop_uids=np.array(volume.sop_uids),
-                  classes=np.array(BLAST_CT_CLASSES))
-        volumes = {k: float(v) for k, v in out.volumes_ml.items()}
-        result = AnalysisResult(
-            series_uid=series_uid, study_uid=study_uid, status="done", priority="routine",
-            device=out.device, device_note=out.fallback_note,
-            findings={"volumes_ml": volumes,
-                      "slices_involved": {k: int(v) for k, v in out.slices_involved.items()},
-                      "max_slice": {k: (int(v) if v is not None else None) for k, v in out.max_slice.items()}},
-            timings={"decode": decode, **{k: float(v) for k, v in out.timings.items()}},
-            overlay_path=str((overlay_dir / "labels.npz").relative_to(self.store.data_dir)),
-        )
-        return self._finish(result, model.pack, volumes, BLAST_CT, "{label} {value:.1f} mL")

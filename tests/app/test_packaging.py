@@ -29,7 +29,8 @@ from typing import Iterator
 import pytest
 
 from app import __version__
-from app.core.config import MODEL_NAMES, load_config
+from app.core.config import load_config
+from app.core.models import default_specs
 from app.commands.selftest import synthetic_cxr
 from inference.packs import load_pack
 from tests.support import REPO, free_port
@@ -37,6 +38,7 @@ from tests.support.node_helpers import dcmtk, dcmtk_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
+MODEL_NAMES = default_specs().names
 ARTIFACTS = REPO / "tests" / "artifacts"
 PREFIX = "/opt/firstlook"
 # Guards against bloat (e.g. torch or a second Qt creeping in); measured ~170 / ~400 MiB.

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.router import BLAST_CT, CHEXNET, SeriesInfo, route
+from app.core.models.blast_ct import BLAST_CT
+from app.core.models.chexnet import CHEXNET
+from app.core.router import SeriesInfo, route
 from app.core.triage import effective_priority, flagged_labels, priority_from_rules
 from tests.support.dicom_factory import make_ct_slice, make_cxr_dataset
 
