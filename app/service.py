@@ -19,6 +19,7 @@ from typing import Any
 
 from app.core.config import Config, ConfigError
 from app.core.events import EventHub, NodeStatus, SeriesReady
+from app.core.models import ModelSpecs, default_specs
 from app.core.readiness import SeriesReadinessTracker
 from app.core.store import LowDiskSpace, StoredInstance, StudyStore
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 class Service:
     """FirstLook's headless core; the desktop UI builds one of these and subscribes to ``hub``."""
 
-    def __init__(self, config: Config, hub: EventHub | None = None) -> None:
+    def __init__(self, config: Config, hub: EventHub | None = None, specs: ModelSpecs | None = None) -> None:
         from app.core.pipeline import Pipeline  # the pipeline pulls in OpenVINO; import it only here
         from dicom_node.scp import StorageSCP
 
@@ -39,7 +40,8 @@ class Service:
         self.hub = hub or EventHub()
         self.store = StudyStore(config.data_dir, min_free_bytes=config.min_free_mb << 20)
         self.readiness = SeriesReadinessTracker(config.quiet_period_s, self._series_ready)
-        self.pipeline = Pipeline(config, self.store, self.hub)
+        self.specs = specs if specs is not None else default_specs()  # the models this service routes to
+        self.pipeline = Pipeline(config, self.store, self.hub, specs=self.specs)
         self.scp = StorageSCP(config, self.store, self.hub, on_instance=self._instance_stored,
                               on_association_end=self.readiness.association_ended)
         self.scp.on_space = self._space_changed
