@@ -30,7 +30,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.config import MODEL_NAMES, Config, ConfigError, save_config, validate_ae_title
+from app.core.config import Config, ConfigError, save_config, validate_ae_title
+from app.core.models import ModelSpecs, default_specs
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +40,14 @@ Index = QModelIndex | QPersistentModelIndex
 NODE_FIELDS = ("ae_title", "port", "allow_ae")
 MODEL_FIELDS = ("devices", "thresholds")
 
-# Used when a pack is not built yet, so thresholds can still be edited.
-FALLBACK_LABELS: dict[str, dict[str, float]] = {
-    "chexnet": {label: 0.5 for label in (
-        "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
-        "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")},
-    "blast-ct": {"IPH": 1.0, "EAH": 1.0, "oedema": 1.0, "IVH": 1.0},
-}
-UNITS = {"chexnet": "probability", "blast-ct": "mL"}
 
-
-def pack_thresholds(packs_dir: Path) -> dict[str, dict[str, float]]:
-    """Default threshold per label from each pack's manifest (fallback when unreadable)."""
+def pack_thresholds(packs_dir: Path, specs: ModelSpecs | None = None) -> dict[str, dict[str, float]]:
+    """Default threshold per label from each pack's manifest; when a pack is not built (or its
+    manifest is unreadable) the spec's defaults, which are what the builder will write."""
     out: dict[str, dict[str, float]] = {}
-    for model in MODEL_NAMES:
-        table = dict(FALLBACK_LABELS.get(model, {}))
+    for spec in specs if specs is not None else default_specs():
+        model = spec.name
+        table = dict(spec.default_thresholds)
         manifest = Path(packs_dir) / model / "manifest.json"
         try:
             data = json.loads(manifest.read_text())
@@ -62,7 +56,7 @@ def pack_thresholds(packs_dir: Path) -> dict[str, dict[str, float]]:
             if labels:
                 table = {label: given.get(label, table.get(label, 0.5)) for label in labels}
         except (OSError, ValueError, TypeError, AttributeError):
-            log.debug("no readable manifest at %s; using built-in labels", manifest)
+            log.debug("no readable manifest at %s; using the spec's defaults", manifest)
         out[model] = table
     return out
 
@@ -78,6 +72,9 @@ class ThresholdRow:
     default: float
     text: str           # what is in the cell
     error: str = ""
+    units: str = ""                 # "probability", "mL"
+    maximum: float | None = None    # e.g. 1 for a probability
+    model_names: tuple[str, ...] | None = None  # the models the configuration may name
 
     def value(self) -> float | None:
         try:
@@ -116,7 +113,7 @@ class ThresholdModel(QAbstractTableModel):
         row = self.rows[index.row()]
         col = index.column()
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole):
-            return (row.model, row.label, row.text, f"{row.default:g} {UNITS.get(row.model, '')}")[col]
+            return (row.model, row.label, row.text, f"{row.default:g} {row.units}")[col]
         if role == Qt.ItemDataRole.BackgroundRole and col == 2 and row.error:
             return QBrush(QColor("#ffcdd2"))
         if role == Qt.ItemDataRole.ToolTipRole and row.error:
@@ -138,11 +135,12 @@ class ThresholdModel(QAbstractTableModel):
         if value is None:
             return f"threshold {row.model}.{row.label} must be a number, not {row.text!r}."
         try:
-            replace(Config(), thresholds={row.model: {row.label: value}}).validate()
+            replace(Config(), thresholds={row.model: {row.label: value}}).validate(row.model_names)
         except ConfigError as exc:
             return str(exc)
-        if row.model == "chexnet" and value > 1:
-            return f"threshold chexnet.{row.label} is a probability and must be at most 1, not {value:g}."
+        if row.maximum is not None and value > row.maximum:
+            return (f"threshold {row.model}.{row.label} is a {row.units} and must be at most {row.maximum:g}, "
+                    f"not {value:g}.")
         return ""
 
     def errors(self) -> list[str]:
@@ -164,11 +162,13 @@ class SettingsDialog(QDialog):
     saved = Signal(object, bool, bool)
 
     def __init__(self, config: Config, config_path: Path | None, device_choices: list[str] | None = None,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, specs: ModelSpecs | None = None) -> None:
         super().__init__(parent)
+        self.specs = specs if specs is not None else default_specs()
         self.setWindowTitle("FirstLook settings")
         self.setMinimumWidth(620)
-        self.config = config
+        # A model without a device entry runs on CPU: say so, so that showing it is not a change.
+        self.config = replace(config, devices={**{m: "CPU" for m in self.specs.names}, **config.devices})
         self.config_path = config_path
         self.errors: dict[str, str] = {}
         self.error_labels: dict[str, QLabel] = {}
@@ -188,7 +188,7 @@ class SettingsDialog(QDialog):
         model_form = QFormLayout(models)
         self.device_combos: dict[str, QComboBox] = {}
         choices = list(device_choices or ["AUTO", "CPU"])
-        for model in MODEL_NAMES:
+        for model in self.specs.names:
             combo = QComboBox()
             current = config.devices.get(model, "CPU")
             items = choices if current in choices else [*choices, current]
@@ -197,12 +197,13 @@ class SettingsDialog(QDialog):
             combo.currentTextChanged.connect(self.validate)
             self.device_combos[model] = combo
             model_form.addRow(f"Device for {model}", self._with_error(f"device:{model}", combo))
-        defaults = pack_thresholds(config.packs_dir)
+        defaults = pack_thresholds(config.packs_dir, self.specs)
         rows = []
-        for model, table in defaults.items():
-            overrides = config.thresholds.get(model, {})
-            for label, default in table.items():
-                rows.append(ThresholdRow(model, label, default, f"{overrides.get(label, default):g}"))
+        for spec in self.specs:
+            overrides = config.thresholds.get(spec.name, {})
+            for label, default in defaults[spec.name].items():
+                rows.append(ThresholdRow(spec.name, label, default, f"{overrides.get(label, default):g}",
+                                         units=spec.units, maximum=spec.threshold_max, model_names=self.specs.names))
         self.threshold_model = ThresholdModel(rows, self)
         self.threshold_model.dataChanged.connect(lambda *_: self.validate())
         self.threshold_view = QTableView()
@@ -258,7 +259,7 @@ class SettingsDialog(QDialog):
         text = self.port_edit.text().strip()
         try:
             port = int(text)
-            replace(self.config, port=port).validate()
+            replace(self.config, port=port).validate(self.specs.names)
             values["port"] = port
         except ValueError:
             errors["port"] = f"port must be a whole number from 1 to 65535, not {text!r}."
@@ -275,7 +276,7 @@ class SettingsDialog(QDialog):
         for model, combo in self.device_combos.items():
             devices[model] = combo.currentText()
             try:
-                replace(self.config, devices={model: combo.currentText()}).validate()
+                replace(self.config, devices={model: combo.currentText()}).validate(self.specs.names)
             except ConfigError as exc:
                 errors[f"device:{model}"] = str(exc)
         values["devices"] = devices
@@ -316,7 +317,7 @@ class SettingsDialog(QDialog):
         candidate, _ = self._candidate()
         restart_node, reload_models = self._changes(candidate)
         try:
-            path = save_config(candidate, self.config_path)
+            path = save_config(candidate, self.config_path, self.specs.names)
         except (ConfigError, OSError) as exc:
             self.save_error.setText(f"Not saved: {exc}")
             return
