@@ -1,0 +1,125 @@
+"""A third model is one spec: "toy-mr" (tests/support/toy_model.py), with a tiny pack built here,
+flows through routing, the real pipeline on a real store, triage, the worklist and the overlay
+loader, while the shipped models, whose packs are absent, are only unavailable."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.core.config import Config, ConfigError
+from app.core.events import EventHub
+from app.core.models import LabelVolumeOverlay, load_overlay
+from app.core.pipeline import Pipeline
+from app.core.router import SeriesInfo, route
+from app.core.store import StudyStore
+from app.core.worklist import build_rows
+from tests.support import free_port
+from tests.support.dicom_factory import make_ct_slice, write
+from tests.support.toy_model import TOY, build_toy_pack, specs_with_toy
+
+
+def _series(tmp: Path, modality: str, bright: bool, n: int = 4, patient: str = "P1") -> tuple[list[Path], str]:
+    """``n`` 16x16 slices; a bright 4x4 square on slices 1 and 2 when ``bright``."""
+    paths: list[Path] = []
+    study = series = None
+    for k in range(n):
+        hu = np.full((16, 16), 40.0)
+        if bright and k in (1, 2):
+            hu[6:10, 6:10] = 400.0
+        ds = make_ct_slice(hu, (0.0, 0.0, 5.0 * k), instance=k + 1, study_uid=study, series_uid=series,
+                           modality=modality, body_part="BRAIN" if modality == "MR" else "HEAD", patient_id=patient)
+        study, series = ds.StudyInstanceUID, ds.SeriesInstanceUID
+        paths.append(write(ds, tmp / series))
+    assert series is not None
+    return paths, series
+
+
+def _store(store: StudyStore, paths: list[Path]) -> str:
+    uid = ""
+    for path in paths:
+        uid = store.store_instance(path.read_bytes(), "TESTSCU").header.series_uid
+    store.enqueue_job(uid)
+    return uid
+
+
+def test_a_third_model_flows_through_routing_analysis_triage_worklist_and_overlay(tmp_path: Path) -> None:
+    specs = specs_with_toy()
+    packs = tmp_path / "packs"
+    build_toy_pack(packs)  # the only pack here: CheXNet and BLAST-CT are "not installed"
+    config = Config(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", packs_dir=packs, min_free_mb=0,
+                    thresholds={TOY: {"bright": 0.6}}).validate(specs.names)
+    with pytest.raises(ConfigError, match="unknown model 'toy-mr'"):
+        config.validate(specs.names[:2])  # the names come from the collection in use
+
+    bright_paths, bright = _series(tmp_path / "in", "MR", bright=True, patient="BRIGHT")
+    dark_paths, dark = _series(tmp_path / "in", "MR", bright=False, patient="DARK")
+    ct_paths, ct = _series(tmp_path / "in", "CT", bright=False, patient="CT")
+    import pydicom
+
+    info = SeriesInfo.from_dataset(pydicom.dcmread(bright_paths[0], stop_before_pixels=True), 4)
+    assert route(info, specs).model == TOY
+    assert route(info).reason == "no model for MR images"  # the shipped collection has no MR model
+
+    store = StudyStore(config.data_dir)
+    for paths in (bright_paths, dark_paths, ct_paths):
+        _store(store, paths)
+    pipeline = Pipeline(config, store, EventHub(), specs=specs)
+    pipeline.models.load()
+    status = {s.name: s for s in pipeline.models_status()}
+    assert list(status) == ["chexnet", "blast-ct", TOY]
+    assert status[TOY].state == "ready" and status[TOY].version == "0.1.0"
+    assert status["chexnet"].state == status["blast-ct"].state == "unavailable"
+    assert "not installed" in status["blast-ct"].message
+    pipeline.run_until_idle()
+
+    hit, miss, head = (store.get_result(uid) for uid in (bright, dark, ct))
+    assert hit is not None and miss is not None and head is not None
+    assert (hit.status, hit.model, hit.model_version, hit.validated) == ("done", TOY, "0.1.0", True)
+    assert hit.findings["thresholds"] == {"bright": 0.6} and hit.findings["flagged"] == ["bright"]
+    assert hit.priority == "urgent" and hit.summary == "bright 1.00"
+    assert (miss.status, miss.priority, miss.summary) == ("done", "routine", "nothing bright")
+    assert head.status == "failed" and head.summary.startswith("failed: blast-ct unavailable:")
+
+    rows = {r.patient_id: r for r in build_rows(store)}
+    assert [r.patient_id for r in build_rows(store)][0] == "BRIGHT"  # urgent sorts first
+    assert (rows["BRIGHT"].priority, rows["BRIGHT"].validated, rows["BRIGHT"].status) == ("urgent", True, "ready")
+    assert rows["BRIGHT"].summary == hit.summary and rows["DARK"].priority == "routine"
+    assert rows["CT"].priority == "failed"
+
+    assert hit.overlay_path == f"results/{bright}/bright.npz"
+    overlay = load_overlay(specs, hit, config.data_dir)
+    assert isinstance(overlay, LabelVolumeOverlay)
+    assert overlay.class_keys == ("bright",) and overlay.classes[0].colour == (255, 0, 255)
+    sops = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in bright_paths]
+    sliced = overlay.on_slices(list(reversed(sops)))  # the viewer's own slice order
+    assert sliced.voxels["bright"] == [0, 16, 16, 0]
+    assert load_overlay(specs, head, config.data_dir) is None  # a failed result has no overlay
+    store.close()
+
+
+def test_the_service_routes_to_the_third_model_it_is_given(tmp_path: Path) -> None:
+    """The composition root takes the collection and passes it down to the pipeline's registry."""
+    from app.service import Service
+
+    specs = specs_with_toy()
+    build_toy_pack(tmp_path / "packs")
+    config = Config(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", packs_dir=tmp_path / "packs",
+                    min_free_mb=0, port=free_port(), quiet_period_s=0.2).validate(specs.names)
+    service = Service(config, specs=specs)
+    try:
+        assert service.pipeline.models.specs is specs
+        paths, series = _series(tmp_path / "in", "MR", bright=True)
+        _store(service.store, paths)
+        service.pipeline.start()
+        end = time.monotonic() + 60
+        while service.store.get_result(series) is None and time.monotonic() < end:
+            time.sleep(0.05)
+        result = service.store.get_result(series)
+        assert result is not None and (result.model, result.priority) == (TOY, "urgent")
+    finally:
+        service.pipeline.stop()
+        service.store.close()
