@@ -21,6 +21,7 @@ from app.core.config import Config, ConfigError
 from app.core.events import EventHub, NodeStatus, SeriesReady
 from app.core.models import ModelSpecs, default_specs
 from app.core.readiness import SeriesReadinessTracker
+from app.core.service_api import ModelStatusView
 from app.core.store import LowDiskSpace, StoredInstance, StudyStore
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,13 @@ class Service:
         reason = (problem or "").removesuffix("; refusing new instances")
         message = self._node_message if problem is None else f"{self._node_message} - REFUSING new instances: {reason}"
         self.hub.publish(NodeStatus(True, message))
+
+    # -- what the desktop polls (app.core.service_api.DesktopService) ---------------------------
+    def models_status(self) -> list[ModelStatusView]:
+        return list(self.pipeline.models_status())
+
+    def queue_length(self) -> int:
+        return self.pipeline.queue_length()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Node first (finishes in-flight writes), then readiness (flushes pending series

@@ -16,7 +16,8 @@ from PySide6.QtWidgets import QApplication
 
 from app.core.config import Config
 from ui.main_window import MainWindow
-from ui.service_controller import ServiceController, ServiceFactory, ServiceLike, models_status_of, queue_length_of
+from app.core.service_api import DesktopService
+from ui.service_controller import ServiceController, ServiceFactory
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,8 @@ log = logging.getLogger(__name__)
 def wire(window: MainWindow, controller: ServiceController) -> None:
     """Connect the window and the service controller (also used by the screenshot script)."""
 
-    def created(service: ServiceLike) -> None:
-        window.attach_backend(service.store, service.hub, models_status_of(service), queue_length_of(service))
+    def created(service: DesktopService) -> None:
+        window.attach_backend(service.store, service.hub, service.models_status, service.queue_length)
 
     def failed(message: str) -> None:
         window.status.set_node(False, f"service stopped: {message}")

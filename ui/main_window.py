@@ -7,6 +7,7 @@ service is rebuilt after a settings change, so it never waits for the node or th
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
 from app.core.audit import STUDY_OPENED, AuditLog, os_user
 from app.core.config import Config
 from app.core.events import EventHub
+from app.core.service_api import ModelStatusView
 from app.core.store import StudyStore
 from app.core.worklist import WorklistRow
 from ui.bridge import EventBridge
@@ -220,7 +222,8 @@ class MainWindow(QMainWindow):
         return box
 
     # -- backend --------------------------------------------------------------------------
-    def attach_backend(self, store: StudyStore, hub: EventHub, models_status: Callable[[], Any] | None = None,
+    def attach_backend(self, store: StudyStore, hub: EventHub,
+                       models_status: Callable[[], Iterable[ModelStatusView]] | None = None,
                        queue_length: Callable[[], int] | None = None) -> None:
         """Start following a store and its event hub (again, after a service restart)."""
         self.detach_backend()

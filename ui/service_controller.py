@@ -8,44 +8,17 @@ thread and report back with queued signals.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Protocol
+from typing import Callable
 
 from PySide6.QtCore import QObject, Signal
 
 from app.core.config import Config
-from app.core.events import EventHub
-from app.core.store import StudyStore
+from app.core.service_api import DesktopService
 from ui.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
 
-
-class ServiceLike(Protocol):
-    store: StudyStore
-    hub: EventHub
-
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-
-
-ServiceFactory = Callable[[Config], ServiceLike]
-
-
-def models_status_of(service: Any) -> Callable[[], Any] | None:
-    """The pipeline's status call, wherever the service exposes it."""
-    for owner in (service, getattr(service, "pipeline", None)):
-        fn = getattr(owner, "models_status", None)
-        if callable(fn):
-            return fn
-    return None
-
-
-def queue_length_of(service: Any) -> Callable[[], int]:
-    for owner in (service, getattr(service, "pipeline", None)):
-        fn = getattr(owner, "queue_length", None)
-        if callable(fn):
-            return fn
-    return service.store.pending_jobs
+ServiceFactory = Callable[[Config], DesktopService]   # handed in by the wiring (app.cli)
 
 
 class ServiceController(QObject):
@@ -58,20 +31,23 @@ class ServiceController(QObject):
         super().__init__(parent)
         self.factory = factory
         self.config = config
-        self.service: ServiceLike | None = None
-        self._live: ServiceLike | None = None  # set on the worker thread, so exit can stop it
+        self.service: DesktopService | None = None
+        self._live: DesktopService | None = None  # set on the worker thread, so exit can stop it
         self._tasks = TaskRunner("service-control", self)
 
     def start(self) -> None:
         config = self.config
         self._tasks.submit(lambda: self._create(config), self._on_created, self._on_failed)
 
-    def _create(self, config: Config) -> ServiceLike:
+    def _create(self, config: Config) -> DesktopService:
         service = self.factory(config)
+        if not isinstance(service, DesktopService):  # else the status poller would fail silently, every second
+            raise TypeError(f"the service factory built a {type(service).__name__}, which lacks the desktop's "
+                            "interface (app.core.service_api.DesktopService)")
         self._live = service
         return service
 
-    def _on_created(self, service: ServiceLike) -> None:
+    def _on_created(self, service: DesktopService) -> None:
         self.service = service
         self.created.emit(service)
         self._tasks.submit(service.start, lambda _r: self.started.emit(service), self._on_failed)

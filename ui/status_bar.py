@@ -9,10 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Iterable
+from typing import Callable
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar, QWidget
+
+from app.core.service_api import ModelStatusView
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +38,10 @@ class ModelState:
         return self.ready or self.state.lower() in ("unavailable", "failed", "error", "disabled")
 
 
-def to_model_states(items: Any) -> list[ModelState]:
-    """Accept the pipeline's ModelStatus objects or (name, device, state[, message]) tuples."""
-    out: list[ModelState] = []
-    for item in items or []:
-        if isinstance(item, (tuple, list)):
-            name, device, state, *rest = (*item, "", "")[:4]
-            out.append(ModelState(str(name), str(device or ""), str(state or ""), str(rest[0] if rest else "")))
-        else:
-            out.append(ModelState(str(getattr(item, "name", "?")), str(getattr(item, "device", "") or ""),
-                                  str(getattr(item, "state", "") or ""), str(getattr(item, "message", "") or ""),
-                                  getattr(item, "validated", None)))
-    return out
+def to_model_states(items: Iterable[ModelStatusView] | None) -> list[ModelState]:
+    """Copied on the poller thread, so the GUI never reads objects the pipeline may change."""
+    return [ModelState(item.name, item.device or "", item.state or "", item.message or "", item.validated)
+            for item in items or []]
 
 
 class StatusPoller(QObject):
@@ -54,7 +49,7 @@ class StatusPoller(QObject):
 
     polled = Signal(object, object)   # list[ModelState] | None, queue length | None
 
-    def __init__(self, models: Callable[[], Any] | None, queue: Callable[[], int] | None,
+    def __init__(self, models: Callable[[], Iterable[ModelStatusView]] | None, queue: Callable[[], int] | None,
                  interval_s: float = 1.0, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._models = models
