@@ -23,11 +23,9 @@ REQUIRED_KEYS = ("schema", "name", "version", "task", "validated", "members", "f
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    """Hex SHA-256 of a file, streamed (packs and stored DICOM instances both use this one)."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def write_manifest(pack_dir: Path, manifest: dict[str, Any]) -> Path:

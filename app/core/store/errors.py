@@ -31,3 +31,11 @@ class OutOfResources(StoreError):
 class LowDiskSpace(OutOfResources):
     """Free space below ``min_free_mb`` or the disk is full: refused until space is freed, and
     shown to the user (status bar, log), not just answered 0xA700 per instance."""
+
+
+class SchemaTooNew(StoreError):
+    """The index was written by a newer release: refused rather than half-understood."""
+
+
+class MigrationFailed(StoreError):
+    """Upgrading the index schema failed; the transaction was rolled back, the index is as it was."""
