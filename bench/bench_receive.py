@@ -46,8 +46,8 @@ logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 data_dir, port, chunked = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[4] == "1"
 index_sync, no_fsync = sys.argv[5], sys.argv[6] == "1"
 if no_fsync:  # what-if only: shows the cost of durability; never a way to run FirstLook
-    import app.core.store
-    app.core.store.os.fsync = lambda fd: None
+    import os
+    os.fsync = lambda fd: None
 config = Config(data_dir=data_dir, port=port, ae_title="FIRSTLOOK", max_associations=16, min_free_mb=0)
 store = StudyStore(data_dir, index_sync=index_sync)
 scp = StorageSCP(config, store, chunked=chunked)
