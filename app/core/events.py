@@ -1,6 +1,24 @@
 """Events that flow one way (node -> store -> pipeline -> worklist/UI), delivered to subscribers.
 
 Subscribers are called on the publishing thread; the UI bridges them to queued Qt signals.
+
+The DICOM node's catalogue (``dicom_node`` reports only through these, never callbacks):
+
+``InstanceStored``    after ``StudyStore.store_instance`` returned and before the C-STORE
+                      response is sent, on the association's thread. ``association`` is the
+                      node's key of that association (None when not received over DICOM).
+``AssociationEnded``  when an accepted association is released or aborted, after its audit
+                      line: on that association's thread, or on the stopping thread when the
+                      node aborts it (only once its C-STORE writes finished). Either way a
+                      subscriber sees every ``InstanceStored`` of an association before its
+                      ``AssociationEnded``.
+``DiskSpaceChanged``  once per change of the refusing-for-lack-of-space state, on the thread
+                      that noticed it: an association thread (a refusal, or the first success
+                      after one) or whoever calls ``StorageSCP.note_space`` (the service's
+                      periodic check, its start).
+
+Node events hold up a sender while subscribers run: subscribers record, signal or publish
+further events, they never block on I/O or call back into the node.
 """
 
 from __future__ import annotations
@@ -8,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Hashable
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +37,7 @@ class InstanceStored:
     series_uid: str
     sop_uid: str
     outcome: str  # stored, duplicate, replaced
+    association: Hashable | None = None  # the node's key of the association that carried it
 
 
 @dataclass(frozen=True)
@@ -47,7 +66,19 @@ class NodeStatus:
     message: str  # "FIRSTLOOK on 127.0.0.1:11112" or the error that stopped it
 
 
-Event = InstanceStored | SeriesReady | AnalysisStarted | ResultStored | NodeStatus
+@dataclass(frozen=True)
+class AssociationEnded:
+    association: Hashable  # the key its InstanceStored events carried
+    released: bool  # False: aborted (by the peer, the network, or the node stopping)
+
+
+@dataclass(frozen=True)
+class DiskSpaceChanged:
+    refusing: bool  # True: every C-STORE is answered 0xA700 until space is freed
+    message: str  # why it refuses (the store's words); empty once it accepts again
+
+
+Event = InstanceStored | SeriesReady | AnalysisStarted | ResultStored | NodeStatus | AssociationEnded | DiskSpaceChanged
 Subscriber = Callable[[Event], None]
 
 
