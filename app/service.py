@@ -15,14 +15,13 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any
 
 from app.core.config import Config, ConfigError
-from app.core.events import EventHub, NodeStatus, SeriesReady
+from app.core.events import AssociationEnded, DiskSpaceChanged, Event, EventHub, InstanceStored, NodeStatus, SeriesReady
 from app.core.models import ModelSpecs, default_specs
 from app.core.readiness import SeriesReadinessTracker
 from app.core.service_api import ModelStatusView
-from app.core.store import LowDiskSpace, StoredInstance, StudyStore
+from app.core.store import LowDiskSpace, StudyStore
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +42,23 @@ class Service:
         self.readiness = SeriesReadinessTracker(config.quiet_period_s, self._series_ready)
         self.specs = specs if specs is not None else default_specs()  # the models this service routes to
         self.pipeline = Pipeline(config, self.store, self.hub, specs=self.specs)
-        self.scp = StorageSCP(config, self.store, self.hub, on_instance=self._instance_stored,
-                              on_association_end=self.readiness.association_ended)
-        self.scp.on_space = self._space_changed
+        self.scp = StorageSCP(config, self.store, self.hub)
+        self.hub.subscribe(self._node_event)
         self._node_message = ""
         self.space_check_s = 10.0
         self._space_stop = threading.Event()
         self._started = False
 
     # -- wiring --------------------------------------------------------------------------
-    def _instance_stored(self, stored: StoredInstance, association: Any) -> None:
-        h = stored.header
-        self.readiness.instance_arrived(h.study_uid, h.series_uid, association)
+    def _node_event(self, event: Event) -> None:
+        """The node's events that drive readiness and the node status. Runs on the publishing
+        thread: readiness sees an association's instances before its end, as the node sends them."""
+        if isinstance(event, InstanceStored) and event.association is not None:
+            self.readiness.instance_arrived(event.study_uid, event.series_uid, event.association)
+        elif isinstance(event, AssociationEnded):
+            self.readiness.association_ended(event.association, event.released)
+        elif isinstance(event, DiskSpaceChanged):
+            self._space_changed(event.message if event.refusing else None)
 
     def _series_ready(self, event: SeriesReady) -> None:
         """Series ready -> persistent job -> event -> pipeline; the job row survives a crash."""
@@ -150,6 +154,7 @@ class Service:
         self._started = False
         self._space_stop.set()
         self.scp.stop(timeout)
+        self.hub.unsubscribe(self._node_event)  # a later service on the same hub owns the node events
         self.hub.publish(NodeStatus(False, "stopped"))
         self.readiness.stop(flush=True)
         self.pipeline.stop(timeout)

@@ -97,7 +97,7 @@ scp = StorageSCP(config, store, chunked=chunked)
 done = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: done.set())
 profiles = []
-original = scp._on_store
+original = scp.services.on_store
 def profiled(event):
     prof = cProfile.Profile()
     prof.enable()
@@ -106,7 +106,7 @@ def profiled(event):
     finally:
         prof.disable()
         profiles.append(prof)
-scp._on_store = profiled
+scp.services.on_store = profiled
 # Also profile every thread (the DUL and reactor threads) with a per-thread profiler.
 thread_profiles = []
 def _start_thread_profile(frame, event, arg):

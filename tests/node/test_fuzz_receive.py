@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from app.core.store import StudyStore
-from dicom_node.scp import (
+from dicom_node.statuses import (
     STATUS_BAD_UID,
     STATUS_CANNOT_UNDERSTAND,
     STATUS_MISSING_UID,

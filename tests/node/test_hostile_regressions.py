@@ -15,7 +15,7 @@ from pydicom.uid import CTImageStorage, JPEG2000Lossless, RLELossless, generate_
 
 from app.core.store import MAX_INFLATED_BYTES, StudyStore, UnreadableDataset, read_header
 from app.core.store.part10 import file_meta_bytes
-from dicom_node.scp import STATUS_CANNOT_UNDERSTAND
+from dicom_node.statuses import STATUS_CANNOT_UNDERSTAND
 from dicom_node.scu import send_files, send_raw
 from inference.ct_volume import load_ct_volume
 from inference.cxr_input import load_cxr

@@ -17,7 +17,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless
 from pynetdicom import AE
 
 from app.core.events import InstanceStored
-from dicom_node.scp import (
+from dicom_node.statuses import (
     STATUS_BAD_UID,
     STATUS_CANNOT_UNDERSTAND,
     STATUS_MISSING_UID,

@@ -16,7 +16,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from app.core.config import Config
-from app.core.events import Event, EventHub
+from app.core.events import AssociationEnded, Event, EventHub, InstanceStored
 from app.core.readiness import SeriesReadinessTracker
 from app.core.store import StudyStore
 from dicom_node.scp import StorageSCP
@@ -127,12 +127,17 @@ def start_node(data_dir: Path, chunked: bool = False, **config_kwargs: object) -
             ready.append((time.monotonic(), event))
 
     tracker = SeriesReadinessTracker(config.quiet_period_s, on_ready)
-    scp = StorageSCP(config, store, hub,
-                     on_instance=lambda stored, assoc: tracker.instance_arrived(
-                         stored.header.study_uid, stored.header.series_uid, assoc),
-                     on_association_end=tracker.association_ended, chunked=chunked)
+
+    def to_readiness(event: Event) -> None:  # as app.service routes the node's events
+        if isinstance(event, InstanceStored) and event.association is not None:
+            tracker.instance_arrived(event.study_uid, event.series_uid, event.association)
+        elif isinstance(event, AssociationEnded):
+            tracker.association_ended(event.association, event.released)
+
+    scp = StorageSCP(config, store, hub, chunked=chunked)
     node = Node(scp, store, hub, tracker, port, ready=ready)
     hub.subscribe(node.events.append)
+    hub.subscribe(to_readiness)
     tracker.start()
     scp.start()
     return node
