@@ -41,6 +41,7 @@ def is_head(info: SeriesInfo) -> bool | None:
     return None
 
 
+@dataclass(frozen=True)
 class BlastCtProbe:
     """Self-test: a synthetic head phantom that fits one tile, so latency is the per-tile cost."""
 

@@ -35,6 +35,7 @@ class ChestFilm:
     path: Path
 
 
+@dataclass(frozen=True)
 class ChexnetProbe:
     """Self-test: a synthetic PA film, every probability in 0..1, heatmaps at the image's size."""
 
