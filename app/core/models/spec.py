@@ -73,11 +73,24 @@ class SelfTestProbe(Protocol):
 class ModelSpec(Protocol):
     """One model: from series headers to an overlay on screen."""
 
-    name: str                                 # the pack folder and the results' ``model``
-    units: str                                # what values and thresholds are: "probability", "mL"
-    threshold_max: float | None               # the largest threshold that makes sense (1 for a probability)
-    default_thresholds: Mapping[str, float]   # exactly what the pack builder writes into the manifest
-    self_test: SelfTestProbe | None
+    @property
+    def name(self) -> str:
+        """The pack's folder and name, and the ``model`` of the results it writes."""
+
+    @property
+    def units(self) -> str:
+        """What values and thresholds are: "probability", "mL"."""
+
+    @property
+    def threshold_max(self) -> float | None:
+        """The largest threshold that makes sense (1 for a probability); None: no limit."""
+
+    @property
+    def default_thresholds(self) -> Mapping[str, float]:
+        """Per label, exactly what the pack builder writes into the manifest."""
+
+    @property
+    def self_test(self) -> SelfTestProbe | None: ...
 
     def route(self, info: SeriesInfo) -> Route | None:
         """``Route(name)`` to take the series, ``Route(None, reason)`` to refuse a series of this
