@@ -41,7 +41,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import nncf
 import numpy as np
@@ -50,6 +50,7 @@ import torch
 
 from inference.blastct import CELL, CLASSES, MARGIN, PRECISIONS, WINDOW_HU, BlastCt, normalise
 from inference.pack_builder.blastct_net import PARAMETER_COUNT, load_blastct, parameter_count
+from inference.pack_builder.build_key import KeyInputs
 from inference.ct_volume import CtVolume, load_ct_volume
 from inference.packs import MANIFEST, ModelPack, PackMember, load_pack, sha256_file, write_manifest
 
@@ -134,6 +135,45 @@ def _up_to_date(pack_dir: Path, shas: dict[str, str]) -> bool:
         and m.get("built", {}).get("recipe") == RECIPE
         and len(pack.members) == N_MEMBERS
     )
+
+
+def _series_files(shared_dir: Path) -> list[Path]:
+    return sorted((Path(shared_dir) / "data" / "headct" / SERIES / "dicom").glob("*.dcm"))
+
+
+def pack_is_current(out_dir: Path, shared_dir: Path) -> bool:
+    """Whether ``out_dir/blast-ct`` is a verified pack of these weights and this recipe."""
+    shas = _check_sources(Path(shared_dir) / "models" / "blast-ct")
+    return _up_to_date(Path(out_dir) / PACK_NAME, shas)
+
+
+def cache_key_inputs(shared_dir: Path, environment: Mapping[str, str]) -> KeyInputs:
+    """Everything the build depends on (weights, the reference series, the recipe), for the build cache."""
+    model_dir = Path(shared_dir) / "models" / "blast-ct"
+    _check_sources(model_dir)  # the same errors as the build for missing or altered weights
+    files: dict[str, Path] = {f"weights/{name}.pt": model_dir / f"{name}.pt" for name in _member_names()}
+    if (model_dir / "SHA256SUMS").is_file():
+        files["weights/SHA256SUMS"] = model_dir / "SHA256SUMS"
+    series = _series_files(shared_dir)
+    if not series:
+        raise FileNotFoundError(f"no reference head-CT series files for {SERIES} in {shared_dir}")
+    files.update({f"series/{p.name}": p for p in series})
+    params = {
+        "version": VERSION,
+        "recipe": RECIPE,
+        "labels_key_version": LABELS_KEY_VERSION,
+        "candidates": list(CANDIDATES),
+        "tile": TILE,
+        "calibration": [CALIB_PATCH, CALIB_SAMPLES],
+        "members": N_MEMBERS,
+        "series": SERIES,
+        "gate": [DICE_MIN, DICE_MIN_ML, VOLUME_ABS_ML, VOLUME_REL],
+        "int8_convolutions": list(INT8_CONVOLUTIONS),
+        "float_operation_types": list(FLOAT_OPERATION_TYPES),
+        "thresholds_ml": THRESHOLDS_ML,
+        "triage": TRIAGE,
+    }
+    return KeyInputs(pack=PACK_NAME, files=files, params=params, environment=environment)
 
 
 def calibration_patches(volume: CtVolume, n: int = CALIB_SAMPLES, seed: int = 0) -> list[np.ndarray]:
@@ -299,7 +339,6 @@ def build_blastct_pack(out_dir: Path, shared_dir: Path, *, force: bool = False,
     out_dir, shared_dir = Path(out_dir), Path(shared_dir)
     pack_dir = out_dir / PACK_NAME
     model_dir = shared_dir / "models" / "blast-ct"
-    series_dir = shared_dir / "data" / "headct" / SERIES / "dicom"
     shas = _check_sources(model_dir)
     if not force and _up_to_date(pack_dir, shas):
         log.info("BLAST-CT pack up to date: %s", pack_dir)
@@ -309,7 +348,7 @@ def build_blastct_pack(out_dir: Path, shared_dir: Path, *, force: bool = False,
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if cache_dir is None:
         cache_dir = out_dir.parent / "cache"
-    series_files = sorted(series_dir.glob("*.dcm"))
+    series_files = _series_files(shared_dir)
     volume = load_ct_volume(series_files)
     calib = calibration_patches(volume)
     work = out_dir / f".{PACK_NAME}.building"

@@ -31,6 +31,7 @@ import numpy as np
 import openvino as ov
 import torch
 
+from inference.pack_builder.build_key import KeyInputs
 from inference.pack_builder.densenet import ChexnetExportWrapper, DenseNet, densenet121
 from inference.cxr_input import DEFAULT_PREPROCESSING, load_png, to_model_input
 from inference.errors import PackError
@@ -350,6 +351,51 @@ def _build_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _pack_key(
+    images: list[Path],
+    checkpoint: Path | None,
+    seed: int,
+    thresholds: Mapping[str, float],
+    licence: str | None,
+    validated: bool,
+) -> str:
+    checkpoint_sha = sha256_file(Path(checkpoint)) if checkpoint is not None else None
+    return _build_key(
+        checkpoint_sha, None if checkpoint else seed, images, thresholds, {"validated": validated, "licence": licence}
+    )
+
+
+def _full_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:
+    return {label: float((thresholds or {}).get(label, DEFAULT_THRESHOLD)) for label in LABELS}
+
+
+def pack_is_current(out_dir: Path, shared_dir: Path, *, checkpoint: Path | None = None, seed: int = 0) -> bool:
+    """Whether ``out_dir/chexnet`` is a verified pack built from these inputs (default thresholds,
+    licence and governance, as ``firstlook build-models`` builds it)."""
+    key = _pack_key(reference_images(Path(shared_dir)), checkpoint, seed, _full_thresholds(None), None, False)
+    return _existing_pack_is_current(Path(out_dir) / PACK_NAME, key)
+
+
+def cache_key_inputs(shared_dir: Path, environment: Mapping[str, str], *, checkpoint: Path | None = None,
+                     seed: int = 0) -> KeyInputs:
+    """Everything a default build (as ``firstlook build-models`` runs it) depends on, for the build cache."""
+    files: dict[str, Path] = {f"images/{p.name}": p for p in reference_images(Path(shared_dir))}
+    if checkpoint is not None:
+        files["checkpoint"] = Path(checkpoint)
+    params = {
+        "pack_version": PACK_VERSION,
+        "builder_revision": BUILDER_REVISION,
+        "seed": None if checkpoint is not None else seed,
+        "thresholds": _full_thresholds(None),
+        "licence": None,
+        "validated": False,
+        "preprocessing": dict(DEFAULT_PREPROCESSING),
+        "gate": [GATE_MEAN_ABS, GATE_MAX_ABS, CONVERSION_TOLERANCE],
+        "calibration_stride": CALIBRATION_STRIDE,
+    }
+    return KeyInputs(pack=PACK_NAME, files=files, params=params, environment=environment)
+
+
 def _existing_pack_is_current(pack_dir: Path, key: str) -> bool:
     if not (pack_dir / MANIFEST).is_file():
         return False
@@ -386,13 +432,10 @@ def build_chexnet_pack(
     pack_dir = out_dir / PACK_NAME
     if validated and checkpoint is None:
         raise ValueError("a seeded random initialisation can never be marked validated")
-    thresholds = {label: float((thresholds or {}).get(label, DEFAULT_THRESHOLD)) for label in LABELS}
+    thresholds = _full_thresholds(thresholds)
     images = reference_images(shared_dir)
 
-    checkpoint_sha = sha256_file(Path(checkpoint)) if checkpoint is not None else None
-    key = _build_key(
-        checkpoint_sha, None if checkpoint else seed, images, thresholds, {"validated": validated, "licence": licence}
-    )
+    key = _pack_key(images, checkpoint, seed, thresholds, licence, validated)
     if not force and _existing_pack_is_current(pack_dir, key):
         log.info("CheXNet pack in %s is up to date", pack_dir)
         return pack_dir
