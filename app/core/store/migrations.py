@@ -6,10 +6,11 @@ transaction, every file the database has not seen yet, so a failed upgrade leave
 exactly as it was, and two processes opening the same data dir never both upgrade it.
 
 Adding a table (the next issue's way in): write ``schema/0002_<what>.sql`` with a plain
-``CREATE TABLE`` (no ``IF NOT EXISTS``: the version already says whether it exists), one
-each statement ending with ``;`` at the end of a line, no ``BEGIN``/``COMMIT``. Nothing else changes. Never
-edit a file that has shipped; write the next one. A table created at open outside this
-sequence would be invisible to the version and to the too-new check, so there is none.
+``CREATE TABLE`` (no ``IF NOT EXISTS``: the version already says whether it exists), each
+statement ending with ``;`` at the end of a line, no ``BEGIN``/``COMMIT``. Nothing else
+changes, and the packaging already ships ``schema/*.sql``. Never edit a file that has shipped;
+write the next one. Tables are never created at open outside this sequence: the version and
+the too-new check would not know them.
 
 Version 0 with tables is an index written before versions were recorded (releases up to
 4c3338c). Those created 0001's tables with ``IF NOT EXISTS`` at every open, so such an index
@@ -108,7 +109,8 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] | None = N
             conn.execute(f"PRAGMA user_version = {migration.version:d}")
         conn.execute("COMMIT")
     except BaseException as exc:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+            conn.execute("ROLLBACK")
         if isinstance(exc, (sqlite3.Error, ValueError)):
             raise MigrationFailed(f"upgrading the index {_db_name(conn)} from schema version {current} to {latest} "
                                   f"failed ({exc}); it is unchanged") from exc
