@@ -29,7 +29,7 @@ class AssociationPolicy:
 
     allow_ae: tuple[str, ...] = ()
     allow_ip: tuple[Network, ...] = ()
-    max_associations: int = 10
+    max_associations: int = 16  # as Config's default
 
     @classmethod
     def from_config(cls, config: Config) -> "AssociationPolicy":
