@@ -28,7 +28,8 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.core.config import Config  # noqa: E402
 from app.core.events import EventHub, ResultStored  # noqa: E402
-from app.core.store import AnalysisResult, StudyStore  # noqa: E402
+from app.core.results import AnalysisResult
+from app.core.store import StudyStore  # noqa: E402
 from tests.support import ui_data  # noqa: E402
 from tests.support.dicom_factory import make_ct_slice  # noqa: E402
 from ui.main_window import MainWindow  # noqa: E402

@@ -10,7 +10,8 @@ from typing import Any
 
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
-from app.core.store import AnalysisResult, SeriesRecord
+from app.core.results import AnalysisResult
+from app.core.store import SeriesRecord
 from ui.viewing.image_loader import SeriesGeometry
 from ui.viewing.opened_series import OpenedSeries
 from ui.viewing.overlays import CLASS_COLOURS, CLASS_NAMES

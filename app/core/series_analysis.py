@@ -22,7 +22,8 @@ from app.core.config import Config
 from app.core.model_registry import ModelRegistry, ModelUnavailable
 from app.core.models import ModelSpec, ModelSpecs
 from app.core.router import SeriesInfo, route
-from app.core.store import AnalysisResult, StudyStore
+from app.core.results import AnalysisResult
+from app.core.store import StudyStore
 from app.core.triage import effective_priority, priority_from_rules
 
 log = logging.getLogger(__name__)

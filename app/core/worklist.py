@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.core.store import AnalysisResult, StudyRecord, StudyStore
+from app.core.results import AnalysisResult
+from app.core.store import StudyRecord, StudyStore
 
 # Lower sorts first.
 RANK = {"critical": 0, "urgent": 1, "analysing": 2, "new": 2, "routine": 3, "not_analysed": 3, "failed": 3}

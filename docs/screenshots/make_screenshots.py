@@ -31,7 +31,8 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 from app.core.config import Config  # noqa: E402
 from app.core.model_registry import ModelRegistry  # noqa: E402
 from app.core.events import EventHub  # noqa: E402
-from app.core.store import AnalysisResult, StudyStore  # noqa: E402
+from app.core.results import AnalysisResult
+from app.core.store import StudyStore  # noqa: E402
 from tests.support import ui_data  # noqa: E402
 from tests.support.dicom_factory import make_cxr_dataset  # noqa: E402
 from ui.viewing.image_loader import read_series_geometry  # noqa: E402

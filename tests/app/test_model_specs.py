@@ -12,7 +12,8 @@ from app.core.models import HeatmapOverlay, LabelVolumeOverlay, ModelSpecs, defa
 from app.core.models.blast_ct import BLAST_CT, BlastCtSpec
 from app.core.models.chexnet import CHEXNET, ChexnetSpec
 from app.core.series_analysis import StoreOverlaySink
-from app.core.store import AnalysisResult, StudyStore
+from app.core.results import AnalysisResult
+from app.core.store import StudyStore
 from app.core.synthetic_dicom import synthetic_cxr, synthetic_head_ct
 
 

@@ -11,7 +11,8 @@ import numpy as np
 from app.core.config import Config
 from app.core.events import EventHub, ResultStored
 from app.core.pipeline import Pipeline
-from app.core.store import AnalysisResult, StudyStore
+from app.core.results import AnalysisResult
+from app.core.store import StudyStore
 from app.core.worklist import build_rows
 from tests.support.dicom_factory import make_ct_slice, make_cxr_dataset, write
 

@@ -14,7 +14,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from app.core.audit import AuditLog
-from app.core.store import AnalysisResult, StudyStore
+from app.core.results import AnalysisResult
+from app.core.store import StudyStore
 from tests.support.node_helpers import fresh_uids, pydicom_file
 from tests.support.files import permissions
 

@@ -14,7 +14,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from app.core.store import AnalysisResult, StudyStore
+from app.core.results import AnalysisResult
+from app.core.store import StudyStore
 from tests.support.dicom_factory import make_ct_slice, make_cxr_dataset
 
 CHEXNET_LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from app.core.store import AnalysisResult, SeriesRecord, StudyRecord, StudyStore
+from app.core.results import AnalysisResult
+from app.core.store import SeriesRecord, StudyRecord, StudyStore
 from ui.viewing.image_loader import SeriesGeometry, read_series_geometry
 from ui.viewing.overlays import CamOverlay, LabelOverlay
 

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.core.store import AnalysisResult
+from app.core.results import AnalysisResult
 from ui.viewing.image_loader import SeriesGeometry
 from ui.viewing.overlays import CamOverlay, LabelOverlay, load_cam_overlay, load_label_overlay
 

@@ -13,7 +13,6 @@ Everything outside the store uses ``StudyStore`` and the names below; the module
 
 from __future__ import annotations
 
-from app.core.results import AnalysisResult  # re-exported until its importers move to app.core.results
 from app.core.store.errors import (
     BadUID,
     InvalidDataset,
@@ -30,7 +29,7 @@ from app.core.store.records import Job, SeriesRecord, StoredInstance, StudyRecor
 from app.core.store.study_store import StudyStore
 
 __all__ = [
-    "MAX_INFLATED_BYTES", "AnalysisResult", "BadUID", "InstanceHeader", "InvalidDataset", "Job", "LowDiskSpace",
+    "MAX_INFLATED_BYTES", "BadUID", "InstanceHeader", "InvalidDataset", "Job", "LowDiskSpace",
     "MigrationFailed", "MissingUID", "OutOfResources", "SchemaTooNew", "SeriesRecord", "StoreError",
     "StoredInstance", "StudyRecord", "StudyStore", "UnreadableDataset", "read_header",
 ]
