@@ -76,6 +76,9 @@ def _parser(specs: ModelSpecs) -> argparse.ArgumentParser:
     b.add_argument("--only", choices=list(specs.names))
     b.add_argument("--chexnet-checkpoint", type=Path)
     b.add_argument("--force", action="store_true")
+    b.add_argument("--build-cache", type=Path, metavar="DIR",
+                   help="content-addressed cache of built packs (default: ~/.cache/firstlook/pack-builds)")
+    b.add_argument("--no-build-cache", action="store_true", help="neither use nor fill the build cache")
     for command in sub.choices.values():
         _add_global_options(command, default=argparse.SUPPRESS, modes=False)
     return p
@@ -132,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
 
         return build_models(out=args.out or config.packs_dir, shared=args.shared, only=args.only,
-                            chexnet_checkpoint=args.chexnet_checkpoint, force=args.force)
+                            chexnet_checkpoint=args.chexnet_checkpoint, force=args.force,
+                            build_cache=args.build_cache, use_build_cache=not args.no_build_cache)
     if args.headless:
         from app.service import run_headless
 
