@@ -81,7 +81,10 @@ def synthetic_head_ct(directory: Path, n_slices: int = 12, size: int = 64, seed:
     return paths
 
 
-def base_dataset(modality: str, sop_class: str, study: str, series: str, name: str) -> Any:
+def base_dataset(modality: str, sop_class: str, study: str | None, series: str | None, name: str,
+                 patient_id: str = "SELFTEST", description: str = "FirstLook self-test (synthetic)",
+                 manufacturer: str = "FirstLook self-test") -> Any:
+    """Patient, study, series and SOP modules of a synthetic instance (new UIDs where None)."""
     from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
 
@@ -89,26 +92,29 @@ def base_dataset(modality: str, sop_class: str, study: str, series: str, name: s
     ds = Dataset()
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-    ds.PatientID, ds.PatientName = "SELFTEST", name
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study or generate_uid(), series or generate_uid()
+    ds.PatientID, ds.PatientName = patient_id, name
     ds.StudyDate, ds.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.Modality = modality
     ds.SeriesNumber, ds.InstanceNumber = 1, 1
-    ds.StudyDescription = ds.SeriesDescription = "FirstLook self-test (synthetic)"
-    ds.Manufacturer = "FirstLook self-test"
+    ds.StudyDescription = ds.SeriesDescription = description
+    ds.Manufacturer = manufacturer
     return ds
 
 
-def set_pixels(ds: Any, array: np.ndarray, bits_stored: int, signed: bool) -> None:
+def set_pixels(ds: Any, array: np.ndarray, bits_stored: int, signed: bool,
+               photometric: str = "MONOCHROME2") -> None:
+    """Single-frame greyscale pixel module, 16 bits allocated."""
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PhotometricInterpretation = photometric
     ds.Rows, ds.Columns = array.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
     ds.PixelRepresentation = 1 if signed else 0
     ds.PixelData = np.ascontiguousarray(array).tobytes()
 
 
-def save_part10(ds: Any, path: Path) -> Path:
+def with_file_meta(ds: Any) -> Any:
+    """File Meta for explicit VR little endian, the encoding the dataset is then written in."""
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
 
@@ -118,6 +124,13 @@ def save_part10(ds: Any, path: Path) -> Path:
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
     ds.set_original_encoding(False, True)
+    return ds
+
+
+def save_part10(ds: Any, path: Path) -> Path:
+    """Write as a Part 10 file (File Meta added when missing)."""
+    if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
+        with_file_meta(ds)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path

@@ -6,7 +6,6 @@ MONOCHROME1 or MONOCHROME2 so the decode path (Modality LUT, VOI, inversion) is 
 
 from __future__ import annotations
 
-import datetime
 import io
 import math
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filewriter import write_dataset
 from pydicom.uid import (
     UID,
@@ -24,6 +23,8 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
+
+from app.core.synthetic_dicom import base_dataset, set_pixels, with_file_meta
 
 DX_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.1")
 CR_IMAGE = UID("1.2.840.10008.5.1.4.1.1.1")
@@ -43,24 +44,12 @@ def png_to_12bit(png_path: Path, photometric: str = "MONOCHROME2", bits_stored: 
 
 def _base(modality: str, sop_class: UID, study_uid: str | None, series_uid: str | None,
           patient_id: str, patient_name: str) -> Dataset:
-    now = datetime.datetime.now()
-    ds = Dataset()
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    ds.SeriesInstanceUID = series_uid or generate_uid()
-    ds.PatientID = patient_id
-    ds.PatientName = patient_name
+    ds = base_dataset(modality, sop_class, study_uid, series_uid, patient_name, patient_id=patient_id,
+                      manufacturer="FirstLook test factory")
     ds.PatientBirthDate = "19600101"
     ds.PatientSex = "O"
-    ds.StudyDate = now.strftime("%Y%m%d")
-    ds.StudyTime = now.strftime("%H%M%S")
     ds.AccessionNumber = "ACC" + ds.SOPInstanceUID[-6:]
     ds.StudyID = "1"
-    ds.Modality = modality
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
-    ds.Manufacturer = "FirstLook test factory"
     return ds
 
 
@@ -90,13 +79,7 @@ def make_cxr_dataset(
     if view:
         ds.ViewPosition = view
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
+    set_pixels(ds, pixels, bits_stored, signed=False, photometric=photometric)
     ds.PixelSpacing = [0.4, 0.4]
     ds.ImagerPixelSpacing = [0.4, 0.4]
     ds.RescaleIntercept = 0
@@ -108,7 +91,6 @@ def make_cxr_dataset(
         top = (1 << bits_stored) - 1
         ds.WindowCenter = top / 2
         ds.WindowWidth = top + 1
-    ds.PixelData = pixels.tobytes()
     return _finish(ds, transfer_syntax)
 
 
@@ -139,28 +121,16 @@ def make_ct_slice(
     ds.ImageOrientationPatient = [float(v) for v in orientation]
     ds.PixelSpacing = [float(spacing[0]), float(spacing[1])]
     ds.SliceThickness = thickness
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = pixels_hu.shape
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
+    set_pixels(ds, (np.asarray(pixels_hu) + 1024).astype(np.int16), 16, signed=True)
     ds.RescaleIntercept = -1024
     ds.RescaleSlope = 1
     ds.WindowCenter = 40
     ds.WindowWidth = 80
-    ds.PixelData = (np.asarray(pixels_hu) + 1024).astype(np.int16).tobytes()
     return _finish(ds, transfer_syntax)
 
 
 def _finish(ds: Dataset, transfer_syntax: UID) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    ds.set_original_encoding(False, True)
+    with_file_meta(ds)
     if transfer_syntax == ImplicitVRLittleEndian:
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
         ds.set_original_encoding(True, True)
