@@ -54,7 +54,7 @@ def _add_global_options(p: argparse.ArgumentParser, default: Any = None, modes: 
         help="listen only on the TLS port (no plaintext DICOM)")
 
 
-def _parser(specs: ModelSpecs) -> argparse.ArgumentParser:
+def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="firstlook", description="FirstLook: offline AI first look at every scan.")
     p.add_argument("--version", action="version", version=f"firstlook {__version__}")
     _add_global_options(p)
@@ -84,7 +84,7 @@ def _parser(specs: ModelSpecs) -> argparse.ArgumentParser:
     return p
 
 
-_CONFIG_KEYS = ("data_dir", "cache_dir", "packs_dir", "port", "ae_title", "bind", "allow_ae", "allow_ip",
+CONFIG_KEYS = ("data_dir", "cache_dir", "packs_dir", "port", "ae_title", "bind", "allow_ae", "allow_ip",
                 "quiet_period_s", "max_associations", "min_free_mb", "log_level",
                 "tls_cert", "tls_key", "tls_ca", "tls_port", "tls_only")
 
@@ -96,8 +96,8 @@ def _setup_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     specs = default_specs()  # the models this process knows; passed to everything that loops over models
-    args = _parser(specs).parse_args(argv)
-    overrides: dict[str, Any] = {k: getattr(args, k) for k in _CONFIG_KEYS}
+    args = build_parser(specs).parse_args(argv)
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in CONFIG_KEYS}
     try:
         config = load_config(args.config, overrides, specs.names)
     except ConfigError as exc:

@@ -41,7 +41,7 @@ def failed_result(series_uid: str, study_uid: str, reason: str, **extra: Any) ->
                           reason=reason, summary=f"failed: {reason}", **extra)
 
 
-def _save_npz(store: StudyStore, target: Path, **arrays: Any) -> None:
+def save_npz_atomically(store: StudyStore, target: Path, **arrays: Any) -> None:
     """Write an overlay under a temporary name in the store's tmp dir (cleared at start) and
     rename it into place: a crash mid-write never leaves a truncated overlay behind a result."""
     tmp = store.tmp_dir / f"{uuid.uuid4().hex}.part"
@@ -62,7 +62,7 @@ class StoreOverlaySink:
 
     def save_npz(self, filename: str, **arrays: Any) -> Path:
         target = self.store.result_overlay_dir(self.series_uid) / filename
-        _save_npz(self.store, target, **arrays)
+        save_npz_atomically(self.store, target, **arrays)
         return target
 
 

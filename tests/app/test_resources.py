@@ -69,10 +69,11 @@ def test_disk_full_enters_the_same_state(data_dir: Path, tmp_path: Path) -> None
     """ENOSPC on write is a LowDiskSpace too (shown like the watermark), a plain write error is not."""
     import errno
 
-    from app.core.store import LowDiskSpace, OutOfResources, StudyStore
+    from app.core.store import LowDiskSpace, OutOfResources
+    from app.core.store.storage_area import write_failure
 
-    full = StudyStore._out_of_resources(OSError(errno.ENOSPC, "No space left on device"), None)
-    other = StudyStore._out_of_resources(OSError(errno.EIO, "I/O error"), None)
+    full = write_failure(OSError(errno.ENOSPC, "No space left on device"), None)
+    other = write_failure(OSError(errno.EIO, "I/O error"), None)
     assert isinstance(full, LowDiskSpace) and "disk full" in str(full)
     assert isinstance(other, OutOfResources) and not isinstance(other, LowDiskSpace)
 

@@ -358,12 +358,12 @@ def test_headless_with_a_missing_key_stops_with_one_sentence(pki: Pki, tmp_path:
 
 
 def test_cli_tls_options_reach_the_config(pki: Pki, tmp_path: Path) -> None:
-    from app.cli import _CONFIG_KEYS, _parser
+    from app.cli import CONFIG_KEYS, build_parser
     from app.core.models import default_specs
 
-    args = _parser(default_specs()).parse_args(["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+    args = build_parser(default_specs()).parse_args(["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
                                  "--tls-ca", str(pki.ca), "--tls-port", "2763", "--tls-only"])
-    config = load_config(tmp_path / "absent.toml", {k: getattr(args, k) for k in _CONFIG_KEYS})
+    config = load_config(tmp_path / "absent.toml", {k: getattr(args, k) for k in CONFIG_KEYS})
     assert (config.tls_cert, config.tls_key, config.tls_ca, config.tls_port, config.tls_only) == \
         (pki.server_cert, pki.server_key, pki.ca, 2763, True)
     assert server_context(config).verify_mode == ssl.CERT_REQUIRED

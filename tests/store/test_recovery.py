@@ -75,11 +75,11 @@ def test_series_whose_readiness_died_with_the_process_is_analysed_after_restart(
 
 
 def test_overlay_is_written_atomically_and_tmp_cleared(data_dir: Path, tmp_path: Path) -> None:
-    from app.core.series_analysis import _save_npz
+    from app.core.series_analysis import save_npz_atomically
 
     store = StudyStore(data_dir)
     target = store.result_overlay_dir("1.2.3") / "cam.npz"
-    _save_npz(store, target, cam=np.zeros((2, 4, 4), np.uint8))
+    save_npz_atomically(store, target, cam=np.zeros((2, 4, 4), np.uint8))
     assert np.load(target)["cam"].shape == (2, 4, 4)
     assert list(store.tmp_dir.iterdir()) == []
     (store.tmp_dir / "dead.part").write_bytes(b"half an overlay")  # a crash mid-write

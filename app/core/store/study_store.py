@@ -210,9 +210,6 @@ class StudyStore:
             fsync_dir(final.parent)
         return stored
 
-    # Classification of a failed write (tests/app/test_resources.py reaches it through the class).
-    _out_of_resources = staticmethod(write_failure)
-
     def _fsync_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
