@@ -1,10 +1,10 @@
-"""Crash-consistency run (long version of tests/test_crash_consistency.py).
+"""Crash-consistency run (long version of tests/store/test_crash_consistency.py).
 
     python3 bench/bench_crash.py [--kills 24] [--studies 12] [--seed 1] [--workdir DIR]
 
 4 DCMTK storescu senders (TCP_NODELAY=1) push chest radiographs and head-CT series to
 ``firstlook --headless`` while it is SIGKILLed and restarted ``--kills`` times: from outside
-at random moments, and at the debug-only crash points of app/crashpoints.py (after the file
+at random moments, and at the debug-only crash points of app/core/crashpoints.py (after the file
 fsync, after the rename before the index commit, after the index commit before the
 directory fsync and the response, mid-analysis). Prints kills, instances sent, acknowledged,
 present, lost, and the analysis checks; exit status 1 if any check fails.

@@ -2,7 +2,7 @@
 
     python3 bench/fuzz_long.py [--cases 12000] [--hang-s 60] [--net-every 25] [--workdir DIR]
 
-The cases are tests/fuzz_cases.py's hypothesis strategies (the CI tests run the same ones,
+The cases are tests/support/fuzz_cases.py's hypothesis strategies (the CI tests run the same ones,
 fewer): damaged datasets into ``StudyStore.store_instance`` and, when stored, into
 ``load_cxr`` + ``to_model_input``; every ``--net-every``-th case through a real association
 (``send_raw`` to a StorageSCP in the worker) where the status must be Success or a failure
