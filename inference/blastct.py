@@ -2,7 +2,7 @@
 
 Tiling follows MODEL_CARD 5.3/5.4: output tiles on a grid anchored at voxel 0 with a 30-voxel
 pitch, input = output + 40 voxels each side with edge replication, softmax summed over the
-members, argmax. Three exact speed-ups are applied (each verified by tests/test_blastct_runtime.py):
+members, argmax. Three exact speed-ups are applied (each verified by tests/inference/test_blastct_runtime.py):
 
 * Larger tiles. An output tile of T = 30*m voxels (input T + 80) equals m^3 reference 30^3 tiles
   up to float rounding: tile starts move by multiples of 30, i.e. of both sub-sampling factors

@@ -1,4 +1,4 @@
-"""Debug-only crash injection for the crash-consistency harness (tests/crash_harness.py).
+"""Debug-only crash injection for the crash-consistency harness (tests/support/crash_harness.py).
 
 Some windows are too short to hit with a SIGKILL from outside, notably "file renamed into
 place but its index row not committed yet" (well under a millisecond). When the

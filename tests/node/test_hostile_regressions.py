@@ -115,7 +115,7 @@ def test_node_keeps_serving_after_hostile_input(node: Node, tmp_path: Path) -> N
     assert send_files("127.0.0.1", node.port, node.ae, [write(_ct(), tmp_path)]) == [0]
 
 
-# -- found by tests/test_fuzz_receive.py -------------------------------------------------------
+# -- found by tests/node/test_fuzz_receive.py -------------------------------------------------------
 def _cxr_small() -> object:
     from tests.support.fuzz_cases import cxr_dataset
 
@@ -234,7 +234,7 @@ def _ct_series(n: int = 12) -> list:
     (lambda ds: setattr(ds, "RescaleSlope", "nan"), "not finite"),
 ])
 def test_hostile_ct_geometry_is_not_analysed(damage, match: str) -> None:
-    """Found by tests/test_fuzz_tensor.py: zero or NaN geometry reached np.full with negative or
+    """Found by tests/inference/test_fuzz_tensor.py: zero or NaN geometry reached np.full with negative or
     NaN sizes (ValueError) or produced NaN HU instead of a reason."""
     slices = _ct_series()
     for ds in slices:

@@ -1,6 +1,6 @@
 """SIGKILL FirstLook while 4 DCMTK storescu senders push studies; nothing acknowledged is lost.
 
-The short CI version of bench/bench_crash.py (same harness, tests/crash_harness.py): six
+The short CI version of bench/bench_crash.py (same harness, tests/support/crash_harness.py): six
 kills, one of each kind, including the debug-only crash points 'file renamed into place but
 not indexed' and 'mid-analysis'.
 """

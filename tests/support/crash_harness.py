@@ -1,6 +1,6 @@
 """Crash-consistency harness: DCMTK senders push studies while FirstLook is SIGKILLed and restarted.
 
-Used by tests/test_crash_consistency.py (a few kills, CI) and bench/bench_crash.py (>= 20).
+Used by tests/store/test_crash_consistency.py (a few kills, CI) and bench/bench_crash.py (>= 20).
 
 * FirstLook runs as ``python -m app --headless`` on a scratch data dir (its own process,
   restarted after every kill, same port and data dir).

@@ -1,6 +1,6 @@
 """Hostile and broken DICOM for fuzzing, as hypothesis strategies, plus the checks each case must pass.
 
-Shared by tests/test_fuzz_receive.py, tests/test_fuzz_tensor.py (CI-sized) and bench/fuzz_long.py
+Shared by tests/node/test_fuzz_receive.py, tests/inference/test_fuzz_tensor.py (CI-sized) and bench/fuzz_long.py
 (>= 10,000 cases, hangs and crashes counted from a watchdog process).
 
 A receive case is a valid dataset (CT slice, chest radiograph, RGB ultrasound, structured
