@@ -144,7 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.service import Service
     from ui.main import run_desktop
 
-    return run_desktop(config, Service, config_path=args.config)
+    def service(cfg: Config) -> Service:
+        return Service(cfg, specs=specs)
+
+    return run_desktop(config, service, config_path=args.config, specs=specs)
 
 
 def _studies(config: Config, as_json: bool) -> int:

@@ -6,7 +6,7 @@ Rendered as HTML in a read-only QTextBrowser: it is a report, not an editable ta
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import Any, Mapping
 
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
@@ -14,7 +14,8 @@ from app.core.results import AnalysisResult
 from app.core.store import SeriesRecord
 from ui.viewing.image_loader import SeriesGeometry
 from ui.viewing.opened_series import OpenedSeries
-from ui.viewing.overlays import CLASS_COLOURS, CLASS_NAMES
+from app.core.models import LabelClass, ModelSpecs
+from ui.viewing.overlays import UNKNOWN_CLASS_COLOUR
 from ui.worklist_model import NOT_VALIDATED_TEXT, PRIORITY_COLOURS, PRIORITY_TEXT
 
 _TIMING_NAMES = {"decode": "decode", "preprocess": "pre-process", "infer": "inference", "total": "total",
@@ -32,7 +33,10 @@ def _priority_badge(priority: str) -> str:
 
 
 def findings_html(result: AnalysisResult | None, series: SeriesRecord | None = None,
-                  geometry: SeriesGeometry | None = None, load_note: str = "") -> str:
+                  geometry: SeriesGeometry | None = None, load_note: str = "",
+                  classes: Mapping[str, LabelClass] | None = None) -> str:
+    """``classes``: the result's model's label classes (names and colours), from its spec."""
+    classes = classes or {}
     parts: list[str] = []
     if result is None:
         parts.append("<p><b>No AI result for this series.</b></p>")
@@ -66,11 +70,12 @@ def findings_html(result: AnalysisResult | None, series: SeriesRecord | None = N
             involved = findings.get("slices_involved") or {}
             rows = []
             for label, v in volumes.items():
-                colour = "#%02x%02x%02x" % CLASS_COLOURS.get(label, (255, 0, 255))
+                known = classes.get(label)
+                colour = "#%02x%02x%02x" % (known.colour if known else UNKNOWN_CLASS_COLOUR)
                 t = thresholds.get(label)
                 style = " style='font-weight:bold;'" if label in flagged else ""
                 rows.append(f"<tr{style}><td><span style='color:{colour};'>■</span> {_esc(label)}"
-                            f" <small>({_esc(CLASS_NAMES.get(label, label))})</small></td>"
+                            f" <small>({_esc(known.name if known else label)})</small></td>"
                             f"<td align='right'>{v:.1f}</td><td align='right'>{'' if t is None else f'{t:g}'}</td>"
                             f"<td align='right'>{_esc(involved.get(label, ''))}</td></tr>")
             parts.append("<table cellspacing='0' cellpadding='2' width='100%'><tr><th align='left'>Class</th>"
@@ -112,12 +117,15 @@ class FindingsPanel(QTextBrowser):
         self.setMinimumWidth(300)
 
     def show_findings(self, result: AnalysisResult | None, series: SeriesRecord | None = None,
-                      geometry: SeriesGeometry | None = None, load_note: str = "") -> None:
-        self.setHtml(findings_html(result, series, geometry, load_note))
+                      geometry: SeriesGeometry | None = None, load_note: str = "",
+                      classes: Mapping[str, LabelClass] | None = None) -> None:
+        self.setHtml(findings_html(result, series, geometry, load_note, classes))
 
-    def show_opened(self, opened: OpenedSeries | None) -> None:
+    def show_opened(self, opened: OpenedSeries | None, specs: ModelSpecs | None = None) -> None:
         """Follows the view state: called when a series opens and when its evidence is read."""
         if opened is None:
             self.clear()
             return
-        self.show_findings(opened.result, opened.series, opened.geometry, opened.overlay_note)
+        spec = specs.get(opened.result.model) if specs is not None and opened.result and opened.result.model else None
+        classes = {c.key: c for c in spec.label_classes} if spec is not None else None
+        self.show_findings(opened.result, opened.series, opened.geometry, opened.overlay_note, classes)

@@ -15,6 +15,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.core.config import Config
+from app.core.models import ModelSpecs
 from ui.main_window import MainWindow
 from app.core.service_api import DesktopService
 from ui.service_controller import ServiceController, ServiceFactory
@@ -42,12 +43,14 @@ def wire(window: MainWindow, controller: ServiceController) -> None:
     window.settings_saved.connect(saved)
 
 
-def run_desktop(config: Config, service_factory: ServiceFactory, config_path: Path | None = None) -> int:
-    """``service_factory`` comes from the wiring (``app.cli``): the UI never builds the service itself."""
+def run_desktop(config: Config, service_factory: ServiceFactory, config_path: Path | None = None,
+                specs: ModelSpecs | None = None) -> int:
+    """``service_factory`` and ``specs`` come from the wiring (``app.cli``): the UI never builds
+    the service itself, and reads results with the same model specs as the service."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("FirstLook")
-    window = MainWindow(config, config_path)
+    window = MainWindow(config, config_path, specs=specs)
     controller = ServiceController(service_factory, config)
     wire(window, controller)
     window.show()           # first: the window appears before any model loads

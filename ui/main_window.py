@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 from app.core.audit import STUDY_OPENED, AuditLog, os_user
 from app.core.config import Config
 from app.core.events import EventHub
+from app.core.models import ModelSpecs, default_specs
 from app.core.service_api import ModelStatusView
 from app.core.store import StudyStore
 from app.core.worklist import WorklistRow
@@ -117,9 +118,11 @@ class MainWindow(QMainWindow):
     settings_saved = Signal(object, bool, bool)   # config, restart node, reload models
 
     def __init__(self, config: Config, config_path: Path | None = None,
-                 device_choices: Callable[[], list[str]] | None = openvino_device_choices) -> None:
+                 device_choices: Callable[[], list[str]] | None = openvino_device_choices,
+                 specs: ModelSpecs | None = None) -> None:
         super().__init__()
         self.config = config
+        self.specs = specs if specs is not None else default_specs()  # the wiring's models
         self.config_path = config_path
         self.store: StudyStore | None = None
         self._feed: WorklistFeed | None = None
@@ -174,7 +177,7 @@ class MainWindow(QMainWindow):
         page_layout.addLayout(bar)
         page_layout.addWidget(self.table, 1)
 
-        self.viewer = ViewerWidget()
+        self.viewer = ViewerWidget(specs=self.specs)
         self.viewer.back_requested.connect(self.show_worklist)
         self.viewer.mark_reviewed.connect(self.mark_reviewed)
         self.tabs = QTabWidget()
@@ -349,7 +352,7 @@ class MainWindow(QMainWindow):
 
     # -- settings ------------------------------------------------------------------------
     def open_settings(self) -> SettingsDialog:
-        dialog = SettingsDialog(self.config, self.config_path, self.device_choices, self)
+        dialog = SettingsDialog(self.config, self.config_path, self.device_choices, self, specs=self.specs)
         dialog.saved.connect(self._on_settings_saved)
         dialog.setModal(True)
         dialog.show()
@@ -367,7 +370,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         self.detach_backend()
         self.viewer.shutdown()
-        self._tasks.shutdown()
+        self._tasks.shutdown(wait=True)  # as the viewer: nothing may still read the store after this
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.shutdown()

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.models import ModelSpecs, default_specs
 from app.core.store import StudyStore
 from ui.canvas import ImageCanvas
 from ui.findings_panel import FindingsPanel
@@ -39,7 +40,7 @@ from ui.viewing.composition import LABEL_STYLES, compose_frame
 from ui.viewing.image_loader import SeriesPixels
 from ui.viewing.opened_series import OpenedSeries, prepare_series
 from ui.viewing.overlay_loading import LoadedOverlay, load_overlay
-from ui.viewing.overlays import CLASS_COLOURS
+from ui.viewing.overlays import LabelOverlay
 from ui.viewing.presets import AS_STORED, PRESETS, presets_for
 from ui.viewing.view_state import ViewState
 from ui.worklist_model import NOT_VALIDATED_TEXT, format_patient_name
@@ -60,9 +61,11 @@ class ViewerWidget(QWidget):
     image_shown = Signal(float)           # seconds from open request to the first real image
     _slice_loaded = Signal(int, int)      # generation, index (from the pixel loader thread)
 
-    def __init__(self, parent: QWidget | None = None, state: ViewState | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, state: ViewState | None = None,
+                 specs: ModelSpecs | None = None) -> None:
         super().__init__(parent)
         self.state = state or ViewState()
+        self.specs = specs if specs is not None else default_specs()  # whose overlays this viewer reads
         self._tasks = TaskRunner("viewer-open", self)
         self._store: StudyStore | None = None
         self._pixels: SeriesPixels | None = None
@@ -150,14 +153,9 @@ class ViewerWidget(QWidget):
         self.finding_combo.setToolTip("Finding whose class-activation map is shown")
         self.finding_combo.currentIndexChanged.connect(
             lambda _i: state.select_finding(self.finding_combo.currentData()))
-        # BLAST-CT controls
+        # Segmentation controls: one checkbox per class of the open series' model, made when its
+        # labels arrive (names and colours from the model's spec, whatever the model)
         self.class_boxes: dict[str, QCheckBox] = {}
-        for name, colour in CLASS_COLOURS.items():
-            box = QCheckBox(name)
-            box.setChecked(name in state.classes_shown)
-            box.setStyleSheet("QCheckBox { color: rgb(%d,%d,%d); font-weight: bold; }" % colour)
-            box.toggled.connect(lambda checked, name=name: state.set_class_shown(name, checked))
-            self.class_boxes[name] = box
         self.mode_combo = QComboBox()
         self.mode_combo.addItems(list(LABEL_STYLES))
         self.mode_combo.setCurrentText(state.label_style)
@@ -178,8 +176,8 @@ class ViewerWidget(QWidget):
         overlay_row.addWidget(self.overlay_label)
         overlay_row.addWidget(self.heatmap_box)
         overlay_row.addWidget(self.finding_combo)
-        for box in self.class_boxes.values():
-            overlay_row.addWidget(box)
+        self.class_row = QHBoxLayout()
+        overlay_row.addLayout(self.class_row)
         overlay_row.addWidget(self.mode_combo)
         overlay_row.addWidget(self.jump_button)
         overlay_row.addWidget(QLabel("Opacity"))
@@ -305,7 +303,8 @@ class ViewerWidget(QWidget):
         result = opened.result
         if result is not None and result.overlay_path and self._store is not None:
             data_dir, geometry = self._store.data_dir, opened.geometry
-            self._tasks.submit(lambda: load_overlay(result, data_dir, geometry),
+            specs = self.specs
+            self._tasks.submit(lambda: load_overlay(specs, result, data_dir, geometry),
                                lambda loaded: self._overlays_loaded(generation, loaded, jump=keep is None),
                                lambda exc: self._open_failed(generation, exc))
 
@@ -324,8 +323,10 @@ class ViewerWidget(QWidget):
         self.state.close()
 
     def shutdown(self) -> None:
+        """Waits for a read in flight: the store may be closed right after (its SQLite
+        connections closed under a running query crashed the process)."""
         self.close_series()
-        self._tasks.shutdown()
+        self._tasks.shutdown(wait=True)
 
     def _series_chosen(self, i: int) -> None:
         uid = self.series_combo.itemData(i)
@@ -385,7 +386,7 @@ class ViewerWidget(QWidget):
         self.banner.setVisible(not_validated)
         self.canvas.set_banner(f"⚠ {NOT_VALIDATED_TEXT.upper()} ⚠" if not_validated else "")
         self._show_reason()
-        self.findings.show_opened(opened)
+        self.findings.show_opened(opened, self.specs)
         self.slice_slider.blockSignals(True)
         self.slice_slider.setRange(0, max(0, opened.geometry.n_slices - 1))
         self.slice_slider.setValue(self.state.index)
@@ -398,7 +399,7 @@ class ViewerWidget(QWidget):
         self._fill_findings_combo()
         self._update_controls()
         self._show_reason()
-        self.findings.show_opened(opened)
+        self.findings.show_opened(opened, self.specs)
         _set_quietly(self.slice_slider, "setValue", self.state.index)
         self._render()
 
@@ -477,6 +478,24 @@ class ViewerWidget(QWidget):
             self.finding_combo.setCurrentIndex(max(0, self.finding_combo.findData(self.state.finding)))
         self.finding_combo.blockSignals(False)
 
+    def _fill_class_boxes(self, labels: LabelOverlay) -> None:
+        """One checkbox per class, in the model's order and colours; rebuilt only when another
+        model's classes arrive."""
+        if tuple(self.class_boxes) == labels.classes:
+            return
+        for box in self.class_boxes.values():
+            self.class_row.removeWidget(box)
+            box.deleteLater()
+        self.class_boxes = {}
+        for name in labels.classes:
+            box = QCheckBox(name)
+            box.setToolTip(labels.names.get(name, name))
+            box.setChecked(name in self.state.classes_shown)
+            box.setStyleSheet("QCheckBox { color: rgb(%d,%d,%d); font-weight: bold; }" % labels.colour(name))
+            box.toggled.connect(lambda checked, name=name: self.state.set_class_shown(name, checked))
+            self.class_row.addWidget(box)
+            self.class_boxes[name] = box
+
     def _update_controls(self) -> None:
         opened = self.state.opened
         has_cam = opened is not None and opened.cam is not None
@@ -486,8 +505,7 @@ class ViewerWidget(QWidget):
         for w in (*self.class_boxes.values(), self.mode_combo, self.jump_button):
             w.setVisible(has_labels)
         if opened is not None and opened.labels is not None:
-            for name, box in self.class_boxes.items():
-                box.setEnabled(name in opened.labels.classes)
+            self._fill_class_boxes(opened.labels)
         self.opacity.setVisible(has_cam or has_labels)
         self.overlay_label.setText("AI overlay:" if (has_cam or has_labels) else "No AI overlay")
         self.reviewed_button.setEnabled(opened is not None)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from app.core.config import Config, ConfigError
@@ -18,32 +17,7 @@ from app.core.router import SeriesInfo, route
 from app.core.store import StudyStore
 from app.core.worklist import build_rows
 from tests.support import free_port
-from tests.support.dicom_factory import make_ct_slice, write
-from tests.support.toy_model import TOY, build_toy_pack, specs_with_toy
-
-
-def _series(tmp: Path, modality: str, bright: bool, n: int = 4, patient: str = "P1") -> tuple[list[Path], str]:
-    """``n`` 16x16 slices; a bright 4x4 square on slices 1 and 2 when ``bright``."""
-    paths: list[Path] = []
-    study = series = None
-    for k in range(n):
-        hu = np.full((16, 16), 40.0)
-        if bright and k in (1, 2):
-            hu[6:10, 6:10] = 400.0
-        ds = make_ct_slice(hu, (0.0, 0.0, 5.0 * k), instance=k + 1, study_uid=study, series_uid=series,
-                           modality=modality, body_part="BRAIN" if modality == "MR" else "HEAD", patient_id=patient)
-        study, series = ds.StudyInstanceUID, ds.SeriesInstanceUID
-        paths.append(write(ds, tmp / series))
-    assert series is not None
-    return paths, series
-
-
-def _store(store: StudyStore, paths: list[Path]) -> str:
-    uid = ""
-    for path in paths:
-        uid = store.store_instance(path.read_bytes(), "TESTSCU").header.series_uid
-    store.enqueue_job(uid)
-    return uid
+from tests.support.toy_model import TOY, build_toy_pack, mr_series, specs_with_toy, store_series
 
 
 def test_a_third_model_flows_through_routing_analysis_triage_worklist_and_overlay(tmp_path: Path) -> None:
@@ -55,9 +29,9 @@ def test_a_third_model_flows_through_routing_analysis_triage_worklist_and_overla
     with pytest.raises(ConfigError, match="unknown model 'toy-mr'"):
         config.validate(specs.names[:2])  # the names come from the collection in use
 
-    bright_paths, bright = _series(tmp_path / "in", "MR", bright=True, patient="BRIGHT")
-    dark_paths, dark = _series(tmp_path / "in", "MR", bright=False, patient="DARK")
-    ct_paths, ct = _series(tmp_path / "in", "CT", bright=False, patient="CT")
+    bright_paths, bright = mr_series(tmp_path / "in", "MR", bright=True, patient="BRIGHT")
+    dark_paths, dark = mr_series(tmp_path / "in", "MR", bright=False, patient="DARK")
+    ct_paths, ct = mr_series(tmp_path / "in", "CT", bright=False, patient="CT")
     import pydicom
 
     info = SeriesInfo.from_dataset(pydicom.dcmread(bright_paths[0], stop_before_pixels=True), 4)
@@ -66,7 +40,7 @@ def test_a_third_model_flows_through_routing_analysis_triage_worklist_and_overla
 
     store = StudyStore(config.data_dir)
     for paths in (bright_paths, dark_paths, ct_paths):
-        _store(store, paths)
+        store_series(store, paths)
     pipeline = Pipeline(config, store, EventHub(), specs=specs)
     pipeline.models.load()
     status = {s.name: s for s in pipeline.models_status()}
@@ -93,7 +67,7 @@ def test_a_third_model_flows_through_routing_analysis_triage_worklist_and_overla
     assert hit.overlay_path == f"results/{bright}/bright.npz"
     overlay = load_overlay(specs, hit, config.data_dir)
     assert isinstance(overlay, LabelVolumeOverlay)
-    assert overlay.class_keys == ("bright",) and overlay.classes[0].colour == (255, 0, 255)
+    assert overlay.class_keys == ("bright",) and overlay.classes[0].colour == (255, 128, 0)
     sops = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in bright_paths]
     sliced = overlay.on_slices(list(reversed(sops)))  # the viewer's own slice order
     assert sliced.voxels["bright"] == [0, 16, 16, 0]
@@ -112,8 +86,8 @@ def test_the_service_routes_to_the_third_model_it_is_given(tmp_path: Path) -> No
     service = Service(config, specs=specs)
     try:
         assert service.pipeline.models.specs is specs
-        paths, series = _series(tmp_path / "in", "MR", bright=True)
-        _store(service.store, paths)
+        paths, series = mr_series(tmp_path / "in", "MR", bright=True)
+        store_series(service.store, paths)
         service.pipeline.start()
         end = time.monotonic() + 60
         while service.store.get_result(series) is None and time.monotonic() < end:

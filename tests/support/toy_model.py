@@ -17,9 +17,10 @@ from app.core.models import LabelClass, ModelSpecs, OverlaySink, Reading, defaul
 from app.core.models.overlay import Overlay, read_label_volume
 from app.core.series_info import Route, SeriesInfo
 from app.core.triage import flagged_labels
+from tests.support.dicom_factory import make_ct_slice, write
 
 TOY = "toy-mr"
-BRIGHT = LabelClass("bright", "bright tissue", (255, 0, 255))
+BRIGHT = LabelClass("bright", "bright tissue", (255, 128, 0))  # orange: none of the shipped colours
 THRESHOLDS = {"bright": 0.5}
 TRIAGE = {"rules": [{"priority": "urgent", "any_of": ["bright"]}], "default": "routine"}
 OVERLAY_FILE = "bright.npz"
@@ -84,6 +85,7 @@ class ToyMrSpec:
     threshold_max: float | None = 1.0
     default_thresholds: Mapping[str, float] = field(default_factory=lambda: dict(THRESHOLDS))
     self_test: None = None
+    label_classes: tuple[LabelClass, ...] = (BRIGHT,)
 
     def route(self, info: SeriesInfo) -> Route | None:
         return Route(self.name) if info.modality == "MR" else None
@@ -128,3 +130,28 @@ class ToyMrSpec:
 def specs_with_toy() -> ModelSpecs:
     """The shipped models plus the toy: all a test does to register a third model."""
     return default_specs().with_spec(ToyMrSpec())
+
+
+def mr_series(tmp: Path, modality: str, bright: bool, n: int = 4, patient: str = "P1") -> tuple[list[Path], str]:
+    """``n`` 16x16 slices written under ``tmp``; a bright 4x4 square on slices 1 and 2 when ``bright``."""
+    paths: list[Path] = []
+    study = series = None
+    for k in range(n):
+        hu = np.full((16, 16), 40.0)
+        if bright and k in (1, 2):
+            hu[6:10, 6:10] = 400.0
+        ds = make_ct_slice(hu, (0.0, 0.0, 5.0 * k), instance=k + 1, study_uid=study, series_uid=series,
+                           modality=modality, body_part="BRAIN" if modality == "MR" else "HEAD", patient_id=patient)
+        study, series = ds.StudyInstanceUID, ds.SeriesInstanceUID
+        paths.append(write(ds, tmp / series))
+    assert series is not None
+    return paths, series
+
+
+def store_series(store: Any, paths: list[Path]) -> str:
+    """Store the files as a DICOM peer would and queue the series; returns its UID."""
+    uid = ""
+    for path in paths:
+        uid = store.store_instance(path.read_bytes(), "TESTSCU").header.series_uid
+    store.enqueue_job(uid)
+    return uid

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.core.models import default_specs
 from app.core.store import StudyStore
 from tests.support import REPO, ui_data
 from tests.support.dicom_factory import make_cxr_dataset
@@ -23,7 +24,12 @@ from ui.viewing.image_loader import load_slice
 from ui.viewing.opened_series import prepare_series
 from ui.viewing.overlay_loading import load_overlay
 from ui.viewing.presets import AS_STORED, PRESETS
-from ui.viewing.view_state import ALL_CLASSES, ViewState
+from ui.viewing.view_state import ViewState
+
+SPECS = default_specs()
+BLAST_CT_CLASSES = SPECS["blast-ct"].label_classes
+ALL_CLASSES = frozenset(c.key for c in BLAST_CT_CLASSES)
+COLOURS = {c.key: c.colour for c in BLAST_CT_CLASSES}
 
 IPH_BOX = (slice(30, 50), slice(55, 75))   # rows, cols of the IPH blob on slices 4..7
 
@@ -63,7 +69,7 @@ def open_state(store: StudyStore, stored: ui_data.Stored, with_overlay: bool = T
     opened = prepare_series(store, stored.study_uid, stored.series_uid)
     state.open(opened)
     if with_overlay and opened.result is not None:
-        state.set_overlays(load_overlay(opened.result, store.data_dir, opened.geometry))
+        state.set_overlays(load_overlay(SPECS, opened.result, store.data_dir, opened.geometry))
     return state
 
 
@@ -95,9 +101,9 @@ def test_fill_and_outline_differ_only_where_the_labels_are():
     plane = np.zeros((20, 20), np.uint8)
     plane[5:15, 5:15] = 1
     classes = ("IPH", "EAH", "oedema", "IVH")
-    fill = compose_frame(pixels, FrameRecipe((40.0, 80.0), labels=LabelLayer(plane, classes, ALL_CLASSES, "fill"),
+    fill = compose_frame(pixels, FrameRecipe((40.0, 80.0), labels=LabelLayer(plane, classes, ALL_CLASSES, "fill", COLOURS),
                                              opacity=0.5))
-    line = compose_frame(pixels, FrameRecipe((40.0, 80.0), labels=LabelLayer(plane, classes, ALL_CLASSES, "outline"),
+    line = compose_frame(pixels, FrameRecipe((40.0, 80.0), labels=LabelLayer(plane, classes, ALL_CLASSES, "outline", COLOURS),
                                              opacity=0.5))
     mask = plane > 0
     assert (fill[~mask] == line[~mask]).all() and (fill[~mask] == 127).all()    # outside: untouched grey
@@ -183,7 +189,7 @@ def test_labels_open_on_the_worst_slice_and_toggle_by_class(store):
     state.open(opened)
     assert not state.overlays_ready and state.index == 0
     events = Recorder(state)
-    state.set_overlays(load_overlay(opened.result, store.data_dir, opened.geometry))
+    state.set_overlays(load_overlay(SPECS, opened.result, store.data_dir, opened.geometry))
     assert state.overlays_ready and state.index == 6                 # straight to the evidence
     assert events.names() == ["overlays"]
     assert "IPH, IVH" in state.slice_caption()
@@ -214,7 +220,7 @@ def test_reader_who_moved_on_is_not_jumped(store):
     opened = prepare_series(store, stored.study_uid, stored.series_uid)
     state.open(opened)
     state.set_slice(2)
-    state.set_overlays(load_overlay(opened.result, store.data_dir, opened.geometry))
+    state.set_overlays(load_overlay(SPECS, opened.result, store.data_dir, opened.geometry))
     assert state.index == 2
 
 
@@ -282,7 +288,7 @@ def test_reopening_a_reread_result_keeps_slice_window_and_how_evidence_is_shown(
     assert events.names() == ["series"]               # one coarse event: re-read everything
     assert (state.index, state.window, state.preset) == (3, PRESETS["Stroke"], "Stroke")
     assert state.opacity == 0.8 and state.camera.zoom == 2.0
-    state.set_overlays(load_overlay(reread.result, store.data_dir, reread.geometry), jump=False)
+    state.set_overlays(load_overlay(SPECS, reread.result, store.data_dir, reread.geometry), jump=False)
     assert state.index == 3
     state.open(prepare_series(store, stored.study_uid, stored.series_uid))   # opened afresh
     assert (state.index, state.window, state.preset, state.camera.zoom) == (0, (40.0, 80.0), AS_STORED, 1.0)
@@ -297,7 +303,7 @@ def test_unreadable_or_mismatched_overlays_become_a_note(store, tmp_path):
     stored = ct_with_labels(store, n=8)
     opened = prepare_series(store, stored.study_uid, stored.series_uid)
     Path(store.abs_path(opened.result.overlay_path)).write_bytes(b"not an npz")
-    loaded = load_overlay(opened.result, store.data_dir, opened.geometry)
+    loaded = load_overlay(SPECS, opened.result, store.data_dir, opened.geometry)
     assert loaded.labels is None and "could not be read" in loaded.note
 
     png = tmp_path / "film.png"
@@ -305,7 +311,7 @@ def test_unreadable_or_mismatched_overlays_become_a_note(store, tmp_path):
     cxr = ui_data.add_cxr(store, png, "SMALL^FILM")
     ui_data.save_chexnet(store, cxr, {"Pneumothorax": 0.9}, "critical", cam=np.zeros((14, 32, 32), np.uint8))
     opened = prepare_series(store, cxr.study_uid, cxr.series_uid)
-    loaded = load_overlay(opened.result, store.data_dir, opened.geometry)
+    loaded = load_overlay(SPECS, opened.result, store.data_dir, opened.geometry)
     assert loaded.cam is None and "does not match" in loaded.note
 
 

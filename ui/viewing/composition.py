@@ -7,13 +7,13 @@ stay clear) and is capped by the opacity; haemorrhage classes can be drawn as an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-from ui.viewing.overlays import CLASS_COLOURS
+from ui.viewing.overlays import UNKNOWN_CLASS_COLOUR
 
 LabelStyle = Literal["fill", "outline"]
 LABEL_STYLES: tuple[LabelStyle, ...] = ("fill", "outline")
@@ -28,6 +28,7 @@ class LabelLayer:
     classes: tuple[str, ...]
     shown: frozenset[str]
     style: LabelStyle = "fill"
+    colours: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)  # per class, from its spec
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def compose_frame(pixels: np.ndarray, recipe: FrameRecipe) -> np.ndarray:
     layer = recipe.labels
     if layer is not None and layer.shown:
         frame = blend_labels(frame if frame.ndim == 3 else grey_to_rgb(grey), layer.plane, layer.classes,
-                             layer.shown, recipe.opacity, layer.style)
+                             layer.shown, recipe.opacity, layer.style, layer.colours)
     return frame
 
 
@@ -106,8 +107,9 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 
 def blend_labels(rgb: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], enabled: Collection[str],
-                 opacity: float, mode: LabelStyle = "fill") -> np.ndarray:
-    """Per-class colours; label value k is classes[k-1]."""
+                 opacity: float, mode: LabelStyle = "fill",
+                 colours: Mapping[str, tuple[int, int, int]] | None = None) -> np.ndarray:
+    """Per-class colours (a class without one is magenta); label value k is classes[k-1]."""
     if labels.shape != rgb.shape[:2]:
         raise ValueError(f"segmentation {labels.shape} does not match the image {rgb.shape[:2]}")
     out = rgb.copy()
@@ -118,7 +120,7 @@ def blend_labels(rgb: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], 
         mask = labels == k
         if not mask.any():
             continue
-        colour = np.array(CLASS_COLOURS.get(name, (255, 0, 255)), dtype=np.float32)
+        colour = np.array((colours or {}).get(name, UNKNOWN_CLASS_COLOUR), dtype=np.float32)
         if mode == "outline":
             out[outline(mask)] = colour.astype(np.uint8)
         else:

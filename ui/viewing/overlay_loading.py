@@ -1,5 +1,5 @@
-"""Reading a result's overlay file for the viewer: the one place that knows which file is
-which model's evidence (the per-model specs will take this over).
+"""Reading a result's overlay for the viewer through its model's spec (``app.core.models``):
+the viewer turns the spec's record into what it draws, whatever the model.
 
 Blocking: run it on a task thread, never on the GUI thread.
 """
@@ -12,7 +12,9 @@ from pathlib import Path
 
 from app.core.results import AnalysisResult
 from ui.viewing.image_loader import SeriesGeometry
-from ui.viewing.overlays import CamOverlay, LabelOverlay, load_cam_overlay, load_label_overlay
+from app.core.models import HeatmapOverlay, LabelVolumeOverlay, ModelSpecs
+from app.core.models import load_overlay as read_overlay_record
+from ui.viewing.overlays import CamOverlay, LabelOverlay
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +28,25 @@ class LoadedOverlay:
     note: str = ""
 
 
-def load_overlay(result: AnalysisResult, data_dir: Path, geometry: SeriesGeometry) -> LoadedOverlay:
-    """The result's overlay file, mapped onto the displayed slices; never raises for a bad file."""
+def load_overlay(specs: ModelSpecs, result: AnalysisResult, data_dir: Path, geometry: SeriesGeometry) -> LoadedOverlay:
+    """The result's overlay, mapped onto the displayed slices; never raises for a bad file."""
     out = LoadedOverlay()
     if not result.overlay_path:
         return out
-    path = Path(data_dir) / result.overlay_path
     try:
-        if Path(result.overlay_path).name == "labels.npz":
-            out.labels = load_label_overlay(path, [s.sop_uid for s in geometry.slices])
-        else:
-            cam = load_cam_overlay(path)
-            if cam.shape != (geometry.rows, geometry.cols):
-                out.note = (f"heatmap size {cam.shape} does not match the image "
-                            f"{(geometry.rows, geometry.cols)}; not shown")
-            else:
-                out.cam = cam
+        record = read_overlay_record(specs, result, data_dir)
     except (OSError, ValueError, KeyError) as exc:
-        log.warning("overlay %s unreadable: %s", path, exc)
+        log.warning("overlay %s unreadable: %s", result.overlay_path, exc)
         out.note = f"overlay could not be read: {exc}"
+        return out
+    if isinstance(record, LabelVolumeOverlay):
+        out.labels = LabelOverlay.from_volume(record, [s.sop_uid for s in geometry.slices])
+    elif isinstance(record, HeatmapOverlay):
+        if record.shape != (geometry.rows, geometry.cols):
+            out.note = (f"heatmap size {record.shape} does not match the image "
+                        f"{(geometry.rows, geometry.cols)}; not shown")
+        else:
+            out.cam = CamOverlay.from_heatmap(record)
+    elif record is None and result.model not in specs.names:
+        out.note = f"no model {result.model!r} here to read its overlay"
     return out

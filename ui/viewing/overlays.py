@@ -1,5 +1,6 @@
-"""The models' evidence as the viewer holds it: CheXNet class-activation maps and BLAST-CT
-label volumes re-indexed to the displayed slices, with the readers of their files.
+"""The models' evidence as the viewer holds it: per-finding heatmaps and label volumes
+re-indexed to the displayed slices, made from the model specs' overlay records (the specs read
+the files; the viewer knows only the two kinds of record, not the models).
 
 How they are drawn over the image is ``ui.viewing.composition``.
 """
@@ -8,28 +9,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from app.core.models import HeatmapOverlay, LabelVolumeOverlay
 from inference.cam import cam_to_image
 
 log = logging.getLogger(__name__)
 
-BLAST_CT_CLASSES: tuple[str, ...] = ("IPH", "EAH", "oedema", "IVH")
-CLASS_NAMES: dict[str, str] = {
-    "IPH": "intraparenchymal haemorrhage",
-    "EAH": "extra-axial haemorrhage",
-    "oedema": "perilesional oedema",
-    "IVH": "intraventricular haemorrhage",
-}
-# Distinct under common colour-vision deficiencies and against grey: red, yellow, green, cyan.
-CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
-    "IPH": (230, 25, 45),
-    "EAH": (255, 215, 0),
-    "oedema": (60, 200, 75),
-    "IVH": (0, 190, 255),
-}
+UNKNOWN_CLASS_COLOUR = (255, 0, 255)  # a class its spec gave no colour: magenta, never missed
 
 
 @dataclass
@@ -46,6 +34,10 @@ class CamOverlay:
     cam_raw: np.ndarray | None = None      # float [n_labels, h, w]
     _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
+    @classmethod
+    def from_heatmap(cls, heatmap: HeatmapOverlay) -> "CamOverlay":
+        return cls(labels=list(heatmap.labels), shape=heatmap.shape, cam=heatmap.cam, cam_raw=heatmap.cam_raw)
+
     def for_label(self, label: str) -> np.ndarray | None:
         if label not in self.labels:
             return None
@@ -60,11 +52,23 @@ class CamOverlay:
 
 @dataclass
 class LabelOverlay:
-    """BLAST-CT labels re-indexed to the viewer's slice order (None where no label slice)."""
+    """Labels re-indexed to the viewer's slice order (None where no label slice), with each
+    class's name and colour as its model's spec gives them."""
 
     by_slice: list[np.ndarray | None]
     classes: tuple[str, ...]
     voxels: dict[str, list[int]] = field(default_factory=dict)  # per class, voxel count per display slice
+    names: dict[str, str] = field(default_factory=dict)
+    colours: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_volume(cls, volume: LabelVolumeOverlay, sop_order: list[str]) -> "LabelOverlay":
+        sliced = volume.on_slices(sop_order)
+        return cls(by_slice=sliced.by_slice, classes=volume.class_keys, voxels=sliced.voxels,
+                   names={c.key: c.name for c in volume.classes}, colours={c.key: c.colour for c in volume.classes})
+
+    def colour(self, key: str) -> tuple[int, int, int]:
+        return self.colours.get(key, UNKNOWN_CLASS_COLOUR)
 
     def max_slice(self, classes: set[str] | None = None) -> int | None:
         """Display index with the most labelled voxels of the given classes (all by default)."""
@@ -73,41 +77,3 @@ class LabelOverlay:
         if not totals or max(totals) == 0:
             return None
         return int(np.argmax(totals))
-
-
-def load_cam_overlay(path: Path) -> CamOverlay:
-    with np.load(path, allow_pickle=False) as data:
-        labels = [str(x) for x in data["labels"]]
-        if "cam_raw" in data.files:
-            raw = np.asarray(data["cam_raw"], dtype=np.float32)
-            rows, cols = (int(v) for v in data["shape"])
-            if raw.ndim != 3 or raw.shape[0] != len(labels) or rows < 1 or cols < 1:
-                raise ValueError(f"{path.name}: cam_raw {raw.shape} / shape {(rows, cols)} do not match {len(labels)} labels")
-            return CamOverlay(labels=labels, shape=(rows, cols), cam_raw=raw)
-        cam = np.asarray(data["cam"], dtype=np.uint8)
-    if cam.ndim != 3 or cam.shape[0] != len(labels):
-        raise ValueError(f"{path.name}: cam {cam.shape} does not match {len(labels)} labels")
-    return CamOverlay(labels=labels, shape=(int(cam.shape[1]), int(cam.shape[2])), cam=cam)
-
-
-def load_label_overlay(path: Path, sop_order: list[str]) -> LabelOverlay:
-    """Map the label volume (ordered by its own ``sop_uids``) onto the displayed slices."""
-    with np.load(path, allow_pickle=False) as data:
-        labels = np.asarray(data["labels"], dtype=np.uint8)
-        sops = [str(x) for x in data["sop_uids"]]
-        classes = tuple(str(x) for x in data["classes"]) if "classes" in data.files else BLAST_CT_CLASSES
-    if labels.ndim != 3 or labels.shape[0] != len(sops):
-        raise ValueError(f"{path.name}: labels {labels.shape} do not match {len(sops)} slice UIDs")
-    where = {sop: i for i, sop in enumerate(sops)}
-    by_slice: list[np.ndarray | None] = []
-    voxels: dict[str, list[int]] = {c: [] for c in classes}
-    for sop in sop_order:
-        i = where.get(sop)
-        plane = labels[i] if i is not None else None
-        by_slice.append(plane)
-        for k, c in enumerate(classes, start=1):
-            voxels[c].append(int(np.count_nonzero(plane == k)) if plane is not None else 0)
-    missing = sum(1 for p in by_slice if p is None)
-    if missing:
-        log.info("%s: %d displayed slice(s) have no label slice", path.name, missing)
-    return LabelOverlay(by_slice=by_slice, classes=classes, voxels=voxels)

@@ -18,11 +18,9 @@ from ui.viewing.events import Emitter
 from ui.viewing.image_loader import auto_window
 from ui.viewing.opened_series import OpenedSeries
 from ui.viewing.overlay_loading import LoadedOverlay
-from ui.viewing.overlays import CLASS_COLOURS
 from ui.viewing.presets import AS_STORED, PRESETS
 
 DEFAULT_OPACITY = 0.45
-ALL_CLASSES = frozenset(CLASS_COLOURS)
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,8 @@ class ViewState:
         self.needs_auto_window = False   # the file has no window: take one from the first pixels
         self.heatmap_shown = True
         self.finding: str | None = None
-        self.classes_shown: frozenset[str] = ALL_CLASSES
+        self.classes_shown: frozenset[str] = frozenset()
+        self.classes_seen: frozenset[str] = frozenset()  # a class seen for the first time is shown
         self.label_style: LabelStyle = "fill"
         self.opacity = DEFAULT_OPACITY
         self._start_index = 0
@@ -96,6 +95,10 @@ class ViewState:
             return
         opened.cam, opened.labels, opened.overlay_note = loaded.cam, loaded.labels, loaded.note
         self.overlays_ready = True
+        if loaded.labels is not None:
+            new = frozenset(loaded.labels.classes) - self.classes_seen
+            self.classes_seen |= new
+            self.classes_shown |= new  # announced by the coarse ``overlays`` event below
         findings = self.findings()
         self.finding = findings[0][0] if findings else None
         target = loaded.labels.max_slice() if loaded.labels is not None else None
@@ -184,7 +187,7 @@ class ViewState:
         if opened.cam is not None:
             self.set_heatmap_shown(not self.heatmap_shown)
         elif opened.labels is not None:
-            self.set_classes_shown(frozenset() if self.classes_shown else ALL_CLASSES)
+            self.set_classes_shown(frozenset() if self.classes_shown else self.classes_seen)
 
     def set_label_style(self, style: LabelStyle) -> None:
         if style not in LABEL_STYLES:
@@ -235,7 +238,8 @@ class ViewState:
         if opened is not None and opened.labels is not None:
             plane = opened.labels.by_slice[self.index]
             if plane is not None:
-                labels = LabelLayer(plane, opened.labels.classes, self.classes_shown, self.label_style)
+                labels = LabelLayer(plane, opened.labels.classes, self.classes_shown, self.label_style,
+                                    opened.labels.colours)
         return FrameRecipe(window=self.window, invert=self.invert, cam=cam, labels=labels, opacity=self.opacity)
 
     def slice_caption(self) -> str:

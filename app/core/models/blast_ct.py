@@ -90,6 +90,7 @@ class BlastCtSpec:
     threshold_max: float | None = None
     default_thresholds: Mapping[str, float] = field(default_factory=lambda: dict(THRESHOLDS_ML))
     self_test: BlastCtProbe | None = field(default_factory=BlastCtProbe)
+    label_classes: tuple[LabelClass, ...] = CLASSES
 
     def route(self, info: SeriesInfo) -> Route | None:
         if info.modality != "CT":

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from app.core.models.overlay import HeatmapOverlay, Overlay
+from app.core.models.overlay import HeatmapOverlay, LabelClass, Overlay
 from app.core.models.spec import OverlaySink, ProbeKnobs, ProbeOutcome, Reading
 from app.core.series_info import Route, SeriesInfo
 from app.core.triage import flagged_labels
@@ -88,6 +88,7 @@ class ChexnetSpec:
     default_thresholds: Mapping[str, float] = field(
         default_factory=lambda: {label: DEFAULT_THRESHOLD for label in LABELS})
     self_test: ChexnetProbe | None = field(default_factory=ChexnetProbe)
+    label_classes: tuple[LabelClass, ...] = ()
 
     def route(self, info: SeriesInfo) -> Route | None:
         if info.modality not in ("CR", "DX"):

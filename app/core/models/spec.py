@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
-from app.core.models.overlay import Overlay
+from app.core.models.overlay import LabelClass, Overlay
 from app.core.series_info import Route, SeriesInfo
 
 
@@ -91,6 +91,11 @@ class ModelSpec(Protocol):
 
     @property
     def self_test(self) -> SelfTestProbe | None: ...
+
+    @property
+    def label_classes(self) -> tuple[LabelClass, ...]:
+        """A segmentation model's classes (key, name, colour) as findings and viewers show them;
+        empty for a model that writes no label volume."""
 
     def route(self, info: SeriesInfo) -> Route | None:
         """``Route(name)`` to take the series, ``Route(None, reason)`` to refuse a series of this
