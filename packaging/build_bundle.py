@@ -28,9 +28,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from app.core.config import MODEL_NAMES  # noqa: E402
+from app.core.models import default_specs  # noqa: E402
 from inference.errors import PackError  # noqa: E402
 from inference.packs import MANIFEST, load_pack, sha256_file  # noqa: E402
+
+MODEL_NAMES = default_specs().names  # the models the bundle ships packs for
 
 log = logging.getLogger("build_bundle")
 
