@@ -27,6 +27,21 @@ def make_core(cache_dir: Path | None = None) -> ov.Core:
     return core
 
 
+_VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def device_missing(core: ov.Core, device: str) -> str | None:
+    """Why a physical device such as ``GPU`` or ``GPU.1`` cannot be used here, or None when it is
+    present (or virtual: AUTO, MULTI, HETERO and BATCH pick among present devices themselves)."""
+    base = device.split(":")[0].split(".")[0]
+    if device == "CPU" or base in _VIRTUAL_DEVICES:
+        return None
+    available = list(core.available_devices)
+    if device in available or ("." not in device and any(d.split(".")[0] == device for d in available)):
+        return None
+    return f"{device} is not available on this machine (OpenVINO sees {', '.join(available) or 'no device'})"
+
+
 class CompiledModel:
     """An IR compiled for one device; results come back keyed by output name and index."""
 
@@ -43,16 +58,26 @@ class CompiledModel:
         self.fallback_note: str | None = None
         properties = {"PERFORMANCE_HINT": hint, **(config or {})}
         model = core.read_model(str(self.xml_path))
-        try:
-            self._compiled = core.compile_model(model, device, properties)
-            self.device = device
-        except Exception as exc:
-            if device == "CPU":
-                raise
-            self.fallback_note = f"{device} failed to compile ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}); running on CPU"
+        missing = device_missing(core, device)
+        if missing is not None:
+            # Not even tried: compiling for a device that is not there loads its plugin, which
+            # aborted the whole process now and then (GPU plugin, no OpenCL device).
+            self.fallback_note = f"{missing}; running on CPU"
             log.warning("%s: %s", self.xml_path.name, self.fallback_note)
             self._compiled = core.compile_model(model, "CPU", properties)
             self.device = "CPU"
+        else:
+            try:
+                self._compiled = core.compile_model(model, device, properties)
+                self.device = device
+            except Exception as exc:
+                if device == "CPU":
+                    raise
+                self.fallback_note = (f"{device} failed to compile ({exc.__class__.__name__}: "
+                                      f"{str(exc).splitlines()[0][:200]}); running on CPU")
+                log.warning("%s: %s", self.xml_path.name, self.fallback_note)
+                self._compiled = core.compile_model(model, "CPU", properties)
+                self.device = "CPU"
         if self.device == "AUTO":
             try:
                 chosen = self._compiled.get_property("EXECUTION_DEVICES")

@@ -98,3 +98,20 @@ def test_missing_gpu_falls_back_to_cpu_with_a_visible_note(tmp_path: Path) -> No
     assert model.device == "CPU"
     assert model.fallback_note and "GPU.9" in model.fallback_note
     np.testing.assert_allclose(model.infer({0: np.ones((1, 4), np.float32)})["y"], [[2, 2, 2, 2]])
+
+
+def test_a_device_that_is_not_there_is_not_even_tried() -> None:
+    """Compiling for an absent GPU loads its plugin, which now and then aborted the process; the
+    runner asks OpenVINO which devices exist first. Virtual devices choose among present ones."""
+    from inference.runner import device_missing
+
+    core = make_core(None)
+    present = list(core.available_devices)
+    assert device_missing(core, "CPU") is None
+    assert device_missing(core, "AUTO") is None and device_missing(core, "HETERO:GPU,CPU") is None
+    missing = device_missing(core, "GPU.9")
+    assert missing is not None and "GPU.9" in missing and "CPU" in missing
+    if not any(d.startswith("GPU") for d in present):
+        assert device_missing(core, "GPU") is not None
+    for device in present:
+        assert device_missing(core, device) is None
