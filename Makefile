@@ -14,7 +14,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[build,dev,package]'
+	$(BIN)/python -m pip install -e '.[build,dev,package,cluster]'
 	touch $(STAMP)
 
 deps: system-deps $(STAMP)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages FirstLook needs: DCMTK (independent DICOM peer for tests), Xvfb and the
-# X/GL libraries Qt's xcb plugin loads. Installs only what is missing.
+# Debian packages FirstLook needs: DCMTK (independent DICOM peer for tests), Orthanc with its
+# DICOMweb plugin (the PACS peer), dicom3tools (dciodvfy validates every object FirstLook creates),
+# Chromium (the status page's browser test), Xvfb and the X/GL libraries Qt's xcb plugin loads. Installs only what is missing.
 set -euo pipefail
-pkgs=(dcmtk xvfb xauth libgl1 libegl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3
+pkgs=(dcmtk orthanc orthanc-dicomweb dicom3tools chromium xvfb xauth libgl1 libegl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3
       libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0
       libxcb-render-util0 libxcb-image0 util-linux)
 missing=()
