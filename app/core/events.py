@@ -17,6 +17,10 @@ The DICOM node's catalogue (``dicom_node`` reports only through these, never cal
                       after one) or whoever calls ``StorageSCP.note_space`` (the service's
                       periodic check, its start).
 
+``ReviewedChanged``   after the reviewed flag of a study was written to the store, on the writer's
+                      thread (the API's request thread for a desktop attached over HTTP).
+                      ``user`` is who changed it (the API user, or the OS user of a desktop).
+
 Node events hold up a sender while subscribers run: subscribers record, signal or publish
 further events, they never block on I/O or call back into the node.
 """
@@ -61,6 +65,14 @@ class ResultStored:
 
 
 @dataclass(frozen=True)
+class ReviewedChanged:
+    study_uid: str
+    reviewed: bool
+    reviewed_at: float | None  # the store's reviewed_at after the change (None: not reviewed)
+    user: str = ""
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     listening: bool
     message: str  # "FIRSTLOOK on 127.0.0.1:11112" or the error that stopped it
@@ -78,7 +90,8 @@ class DiskSpaceChanged:
     message: str  # why it refuses (the store's words); empty once it accepts again
 
 
-Event = InstanceStored | SeriesReady | AnalysisStarted | ResultStored | NodeStatus | AssociationEnded | DiskSpaceChanged
+Event = (InstanceStored | SeriesReady | AnalysisStarted | ResultStored | ReviewedChanged | NodeStatus | AssociationEnded
+         | DiskSpaceChanged)
 Subscriber = Callable[[Event], None]
 
 
