@@ -90,8 +90,17 @@ class DiskSpaceChanged:
     message: str  # why it refuses (the store's words); empty once it accepts again
 
 
+@dataclass(frozen=True)
+class ServiceConnection:
+    """A desktop attached over the API (``app.client``) lost its service (``connected`` False:
+    it keeps retrying) or reached it (again); the embedded service never publishes it."""
+
+    connected: bool
+    message: str  # "connected to http://127.0.0.1:11113" or "disconnected, retrying (<why>)"
+
+
 Event = (InstanceStored | SeriesReady | AnalysisStarted | ResultStored | ReviewedChanged | NodeStatus | AssociationEnded
-         | DiskSpaceChanged)
+         | DiskSpaceChanged | ServiceConnection)
 Subscriber = Callable[[Event], None]
 
 
