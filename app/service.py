@@ -18,6 +18,7 @@ from types import FrameType
 
 from app.core.config import Config, ConfigError
 from app.core.events import AssociationEnded, DiskSpaceChanged, Event, EventHub, InstanceStored, NodeStatus, SeriesReady
+from app.core.local_worklist import StoreWorklist
 from app.core.models import ModelSpecs, default_specs
 from app.core.readiness import SeriesReadinessTracker
 from app.core.service_api import ModelStatusView
@@ -39,6 +40,7 @@ class Service:
             logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         self.hub = hub or EventHub()
         self.store = StudyStore(config.data_dir, min_free_bytes=config.min_free_mb << 20)
+        self.worklist = StoreWorklist(self.store, self.hub)  # what the desktop's worklist reads and writes
         self.readiness = SeriesReadinessTracker(config.quiet_period_s, self._series_ready)
         self.specs = specs if specs is not None else default_specs()  # the models this service routes to
         self.pipeline = Pipeline(config, self.store, self.hub, specs=self.specs)

@@ -10,7 +10,17 @@ import logging
 
 from PySide6.QtCore import QObject, Signal
 
-from app.core.events import AnalysisStarted, Event, EventHub, InstanceStored, NodeStatus, ResultStored, SeriesReady
+from app.core.events import (
+    AnalysisStarted,
+    Event,
+    EventHub,
+    InstanceStored,
+    NodeStatus,
+    ResultStored,
+    ReviewedChanged,
+    SeriesReady,
+    ServiceConnection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +31,7 @@ class EventBridge(QObject):
     analysis_started = Signal(str, str)       # study_uid, series_uid
     result_stored = Signal(str, str, str)     # study_uid, series_uid, priority
     node_status = Signal(bool, str)           # listening, message
+    connection = Signal(bool, str)            # attached desktop: connected, message
     study_touched = Signal(str)               # any event about this study
 
     def __init__(self, hub: EventHub, parent: QObject | None = None) -> None:
@@ -38,6 +49,9 @@ class EventBridge(QObject):
         if isinstance(event, NodeStatus):
             self.node_status.emit(event.listening, event.message)
             return
+        if isinstance(event, ServiceConnection):
+            self.connection.emit(event.connected, event.message)
+            return
         if isinstance(event, InstanceStored):
             self.instance_stored.emit(event.study_uid, event.series_uid)
         elif isinstance(event, SeriesReady):
@@ -46,6 +60,6 @@ class EventBridge(QObject):
             self.analysis_started.emit(event.study_uid, event.series_uid)
         elif isinstance(event, ResultStored):
             self.result_stored.emit(event.study_uid, event.series_uid, event.priority)
-        else:
+        elif not isinstance(event, ReviewedChanged):
             return
         self.study_touched.emit(event.study_uid)

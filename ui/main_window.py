@@ -33,7 +33,8 @@ from app.core.audit import STUDY_OPENED, AuditLog, os_user
 from app.core.config import Config
 from app.core.events import EventHub
 from app.core.models import ModelSpecs, default_specs
-from app.core.service_api import ModelStatusView
+from app.core.local_worklist import StoreWorklist
+from app.core.service_api import ModelStatusView, StudyReader, WorklistSource
 from app.core.store import StudyStore
 from app.core.worklist import WorklistRow
 from ui.bridge import EventBridge
@@ -124,7 +125,7 @@ class MainWindow(QMainWindow):
         self.config = config
         self.specs = specs if specs is not None else default_specs()  # the wiring's models
         self.config_path = config_path
-        self.store: StudyStore | None = None
+        self.store: StudyReader | None = None
         self._feed: WorklistFeed | None = None
         self._bridge: EventBridge | None = None
         self._poller: StatusPoller | None = None
@@ -225,13 +226,19 @@ class MainWindow(QMainWindow):
         return box
 
     # -- backend --------------------------------------------------------------------------
-    def attach_backend(self, store: StudyStore, hub: EventHub,
+    def attach_backend(self, store: StudyReader, hub: EventHub,
                        models_status: Callable[[], Iterable[ModelStatusView]] | None = None,
-                       queue_length: Callable[[], int] | None = None) -> None:
-        """Start following a store and its event hub (again, after a service restart)."""
+                       queue_length: Callable[[], int] | None = None,
+                       worklist: WorklistSource | None = None) -> None:
+        """Start following a store and its event hub (again, after a service restart).
+        ``worklist``: the service's rows (the API for an attached desktop); by default the store's."""
         self.detach_backend()
         self.store = store
-        feed = WorklistFeed(store, parent=self)
+        if worklist is None:
+            if not isinstance(store, StudyStore):
+                raise TypeError("a store that is not local needs its worklist source")
+            worklist = StoreWorklist(store)
+        feed = WorklistFeed(worklist, parent=self)
         feed.rows_loaded.connect(self._on_rows_loaded, Qt.ConnectionType.QueuedConnection)
         feed.rows_updated.connect(self.model.upsert_rows, Qt.ConnectionType.QueuedConnection)
         feed.failed.connect(self.status.set_service_message, Qt.ConnectionType.QueuedConnection)
@@ -240,6 +247,7 @@ class MainWindow(QMainWindow):
         self._feed = feed
         bridge = EventBridge(hub, self)
         bridge.node_status.connect(self.status.set_node, Qt.ConnectionType.QueuedConnection)
+        bridge.connection.connect(self.status.set_connection, Qt.ConnectionType.QueuedConnection)
         bridge.result_stored.connect(self._on_result, Qt.ConnectionType.QueuedConnection)
         self._bridge = bridge
         if models_status is None:
@@ -321,7 +329,7 @@ class MainWindow(QMainWindow):
         self.viewer.canvas.setFocus()
 
     @staticmethod
-    def _audit_opened(store: StudyStore, study_uid: str) -> None:
+    def _audit_opened(store: StudyReader, study_uid: str) -> None:
         """Who opened which study (audit log, synchronous: a queued record could be lost when
         the window closes; one small fsynced append per opening is imperceptible)."""
         try:

@@ -91,6 +91,9 @@ class FirstLookStatusBar(QStatusBar):
         self.progress.setRange(0, 0)  # busy until the first report
         self.progress.setFormat("loading models %v/%m")
         self.queue_label = QLabel("Queue: –")
+        self.server_label = QLabel()          # attached desktops only: the link to the service
+        self.server_label.setVisible(False)
+        self.addWidget(self.server_label)
         self.addWidget(self.node_label)
         self.addWidget(self.models_label, 1)
         self.addPermanentWidget(self.progress)
@@ -120,6 +123,13 @@ class FirstLookStatusBar(QStatusBar):
         self.progress.setRange(0, len(models))
         self.progress.setValue(settled)
         self.progress.setVisible(settled < len(models))
+
+    def set_connection(self, connected: bool, message: str) -> None:
+        """An attached desktop's link to its service; what is open stays open while it retries."""
+        colour = "#2e7d32" if connected else "#c62828"
+        self.server_label.setText(f"<span style='color:{colour}'>●</span> Server: {message}")
+        self.server_label.setToolTip(message)
+        self.server_label.setVisible(True)
 
     def set_models_unknown(self) -> None:
         self.models_label.setText("Models: no analysis service attached")

@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.models import ModelSpecs, default_specs
-from app.core.store import StudyStore
+from app.core.service_api import StudyReader
 from ui.canvas import ImageCanvas
 from ui.findings_panel import FindingsPanel
 from ui.tasks import TaskRunner
@@ -67,7 +67,7 @@ class ViewerWidget(QWidget):
         self.state = state or ViewState()
         self.specs = specs if specs is not None else default_specs()  # whose overlays this viewer reads
         self._tasks = TaskRunner("viewer-open", self)
-        self._store: StudyStore | None = None
+        self._store: StudyReader | None = None
         self._pixels: SeriesPixels | None = None
         self._generation = 0
         self._open_clock = 0.0
@@ -257,7 +257,7 @@ class ViewerWidget(QWidget):
         self.state.camera.changed.connect(lambda _c: self._update_corners())
 
     # -- opening -----------------------------------------------------------------------------
-    def open_study(self, store: StudyStore, study_uid: str, series_uid: str | None = None) -> None:
+    def open_study(self, store: StudyReader, study_uid: str, series_uid: str | None = None) -> None:
         """Non-blocking: the series is read on the task thread and shown when ready."""
         self._store = store
         self._open_clock = time.perf_counter()

@@ -1,7 +1,8 @@
 """Fetches worklist rows off the GUI thread and coalesces bursts of events.
 
-A 300-slice CT arrives as 300 InstanceStored events; the feed turns them into one
-``row_for_study`` query per study per batch, so the GUI thread only ever merges rows.
+A 300-slice CT arrives as 300 InstanceStored events; the feed turns them into one row
+query per study per batch, so the GUI thread only ever merges rows. The rows come from the
+service's ``WorklistSource``: the local store (embedded) or the API (attached desktop).
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, Signal
 
-from app.core.events import Event, EventHub, NodeStatus
-from app.core.store import StudyStore
-from app.core.worklist import build_rows, row_for_study
+from app.core.events import Event, EventHub, ServiceConnection
+from app.core.service_api import WorklistSource
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,9 @@ class WorklistFeed(QObject):
     rows_updated = Signal(object)   # list[WorklistRow] that are new or changed
     failed = Signal(str)
 
-    def __init__(self, store: StudyStore, batch_delay_s: float = 0.05, parent: QObject | None = None) -> None:
+    def __init__(self, source: WorklistSource, batch_delay_s: float = 0.05, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.store = store
+        self.source = source
         self.batch_delay_s = batch_delay_s
         self._pending: set[str] = set()
         self._actions: list[Callable[[], None]] = []
@@ -44,8 +44,13 @@ class WorklistFeed(QObject):
         hub.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
-        if not isinstance(event, NodeStatus):
-            self.refresh(event.study_uid)
+        if isinstance(event, ServiceConnection):
+            if event.connected:  # (re)attached: events may have been missed meanwhile
+                self.reload()
+            return
+        study_uid = getattr(event, "study_uid", None)
+        if study_uid:
+            self.refresh(study_uid)
 
     def start(self) -> None:
         self.reload()
@@ -75,7 +80,7 @@ class WorklistFeed(QObject):
     def set_reviewed(self, study_uid: str, reviewed: bool = True) -> None:
         """Persist, then refresh the row, in order on the feed thread."""
         def action() -> None:
-            self.store.set_reviewed(study_uid, reviewed)
+            self.source.set_reviewed(study_uid, reviewed)
         with self._cond:
             self._actions.append(action)
             self._pending.add(study_uid)
@@ -100,11 +105,11 @@ class WorklistFeed(QObject):
                 for action in actions:
                     action()
                 if reload:
-                    self.rows_loaded.emit(build_rows(self.store))
+                    self.rows_loaded.emit(self.source.rows())
                 elif pending:
-                    rows = [row for uid in sorted(pending) if (row := row_for_study(self.store, uid)) is not None]
+                    rows = [row for uid in sorted(pending) if (row := self.source.row(uid)) is not None]
                     if rows:
                         self.rows_updated.emit(rows)
-            except Exception as exc:  # the worklist must survive a transient SQLite error
+            except Exception as exc:  # the worklist must survive a transient SQLite or network error
                 log.exception("worklist refresh failed")
                 self.failed.emit(f"worklist refresh failed: {exc}")

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from app.core.config import Config
-from app.core.service_api import DesktopService, ModelStatusView
+from app.core.service_api import DesktopService, ModelStatusView, StudyReader, WorklistSource
 from app.service import Service
 
 
@@ -20,6 +20,8 @@ def test_service_satisfies_the_desktop_interface(tmp_path: Path):
     service = Service(config)
     try:
         assert isinstance(service, DesktopService)
+        assert isinstance(service.store, StudyReader) and isinstance(service.worklist, WorklistSource)
+        assert service.worklist.rows() == [] and service.worklist.row("1.2.3") is None
         statuses = service.models_status()
         assert statuses and all(isinstance(s, ModelStatusView) for s in statuses)
         assert {s.name for s in statuses} >= {"chexnet", "blast-ct"}

@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass, field
 
 from app.core.results import AnalysisResult
-from app.core.store import SeriesRecord, StudyRecord, StudyStore
+from app.core.service_api import StudyReader
+from app.core.store import SeriesRecord, StudyRecord
 from ui.viewing.image_loader import SeriesGeometry, read_series_geometry
 from ui.viewing.overlays import CamOverlay, LabelOverlay
 
@@ -31,7 +32,7 @@ class OpenedSeries:
     started: float = field(default_factory=time.perf_counter)
 
 
-def prepare_series(store: StudyStore, study_uid: str, series_uid: str | None) -> OpenedSeries:
+def prepare_series(store: StudyReader, study_uid: str, series_uid: str | None) -> OpenedSeries:
     """Headers and the result record, no overlay yet (a 300-slice label volume takes longer to
     inflate than the first image takes to show)."""
     started = time.perf_counter()
