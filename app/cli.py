@@ -52,6 +52,8 @@ def _add_global_options(p: argparse.ArgumentParser, default: Any = None, modes: 
     add("--tls-port", type=int, dest="tls_port", help="TCP port for DICOM TLS (default 2762)")
     add("--tls-only", action="store_const", const=True, dest="tls_only",
         help="listen only on the TLS port (no plaintext DICOM)")
+    add("--server-url", dest="server_url", metavar="URL",
+        help="desktop: attach to the FirstLook service at this URL (https://server:11113)")
 
 
 def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
@@ -86,7 +88,7 @@ def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
 
 CONFIG_KEYS = ("data_dir", "cache_dir", "packs_dir", "port", "ae_title", "bind", "allow_ae", "allow_ip",
                 "quiet_period_s", "max_associations", "min_free_mb", "log_level",
-                "tls_cert", "tls_key", "tls_ca", "tls_port", "tls_only")
+                "tls_cert", "tls_key", "tls_ca", "tls_port", "tls_only", "server_url")
 
 
 def _setup_logging(level: str) -> None:
@@ -141,11 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.service import run_headless
 
         return run_headless(config)
+    from app.client import choose_service
+    from app.core.service_api import DesktopService
     from app.service import Service
     from ui.main import run_desktop
 
-    def service(cfg: Config) -> Service:
+    def embedded(cfg: Config) -> Service:
         return Service(cfg, specs=specs)
+
+    def service(cfg: Config) -> DesktopService:  # a configured or local service, else the embedded one
+        return choose_service(cfg, embedded)
 
     return run_desktop(config, service, config_path=args.config, specs=specs)
 

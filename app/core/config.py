@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -67,6 +68,11 @@ class Config:
     tls_port: int = 2762   # IANA "dicom-tls"; opened next to ``port`` when tls_cert/tls_key are set
     tls_only: bool = False  # True: only the TLS port listens (no plaintext DICOM at all)
     log_level: str = "INFO"
+    # A desktop attached to a FirstLook service (app/client, docs/api.md). Empty server_url: the
+    # service on this machine if its API answers (api_port, token file), else the embedded one.
+    server_url: str = ""
+    api_token: str = ""            # the reader's token from IT (firstlook users add NAME); empty: the token file
+    server_ca: Path | None = None  # CA certificate(s) of an https server_url signed by a private CA
 
     def validate(self, model_names: Sequence[str] | None = None) -> "Config":
         """Raise ConfigError for the first value that cannot work.
@@ -122,9 +128,20 @@ class Config:
         if self.tls_cert is not None and not self.tls_only and self.tls_port == self.port:
             raise ConfigError(f"tls_port and port are both {self.port}; give TLS its own port (2762 is usual) "
                               "or set tls_only = true.")
+        self._validate_client()
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}.")
         return self
+
+    def _validate_client(self) -> None:
+        if not isinstance(self.server_url, str):
+            raise ConfigError(f"server_url must be text such as https://firstlook.hospital:11113, not {self.server_url!r}.")
+        if self.server_url:
+            validate_server_url(self.server_url)
+        if not isinstance(self.api_token, str) or any(c.isspace() for c in self.api_token):
+            raise ConfigError("api_token must be the token IT gave you, on one line without spaces.")
+        if self.server_ca is not None and not self.server_url.startswith("https://"):
+            raise ConfigError("server_ca is only used with an https:// server_url.")
 
     @property
     def db_path(self) -> Path:
@@ -139,6 +156,31 @@ class Config:
         return out
 
 
+def validate_server_url(url: str) -> str:
+    """http(s)://host[:port]; plain http only to this machine (a server beyond it requires TLS)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"server_url {url!r} is not a URL such as https://firstlook.hospital:11113.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(f"server_url {url!r} is not a URL such as https://firstlook.hospital:11113.")
+    if port == 0:
+        raise ConfigError(f"server_url {url!r} names port 0.")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(f"server_url {url!r} reaches beyond this machine, so it must start with https://.")
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def validate_ae_title(value: object, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{key} must be a non-empty AE title.")
@@ -149,7 +191,7 @@ def validate_ae_title(value: object, key: str) -> str:
     return value
 
 
-_PATH_KEYS = {"data_dir", "cache_dir", "packs_dir", "tls_cert", "tls_key", "tls_ca"}
+_PATH_KEYS = {"server_ca", "data_dir", "cache_dir", "packs_dir", "tls_cert", "tls_key", "tls_ca"}
 _KNOWN = {f.name for f in fields(Config)}
 
 

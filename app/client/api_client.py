@@ -1,0 +1,73 @@
+"""HTTP to the service's API with the user's bearer token; errors the desktop can act on."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+class ServiceUnavailable(Exception):
+    """The service cannot be reached (not running, network down, 5xx): retry later."""
+
+
+class TokenRefused(Exception):
+    """The service answered 401: the token is wrong or revoked. Retrying will not help."""
+
+
+class NotFound(Exception):
+    """The service does not know the study, series or result (404)."""
+
+
+class ApiClient:
+    """One ``httpx.Client`` (connection pool, thread-safe) per service; paths are relative to
+    ``base_url`` (``http://host:11113``)."""
+
+    def __init__(self, base_url: str, token: str, timeout_s: float = 10.0,
+                 verify: bool | str = True) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.verify = verify
+        self.timeout_s = timeout_s
+        self._http = httpx.Client(base_url=self.base_url, headers=self.auth_headers(), timeout=timeout_s,
+                                  verify=verify)
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"{self.base_url} cannot be reached: {exc}") from exc
+        check(response, self.base_url)
+        return response
+
+    def get_json(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params or None).json()
+
+    def put_json(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, json=body).json()
+
+
+def check(response: httpx.Response, base_url: str) -> None:
+    """Turn the status into the client's errors (the body of a refusal is short JSON)."""
+    if response.status_code < 400:
+        return
+    try:
+        message = str(response.json().get("error", ""))
+    except (ValueError, AttributeError):
+        message = response.text[:200]
+    if response.status_code == 401:
+        raise TokenRefused(f"{base_url} refused the token: {message or 'unauthorised'}")
+    if response.status_code == 404:
+        raise NotFound(message or f"{response.request.url.path} not found")
+    if response.status_code >= 500:
+        raise ServiceUnavailable(f"{base_url} answered {response.status_code}: {message}")
+    raise ValueError(f"{base_url} answered {response.status_code} to {response.request.url.path}: {message}")

@@ -1,0 +1,99 @@
+"""A series' DICOM files from the service by WADO-RS, kept in a local cache so re-opening is
+instant and the viewer reads files exactly as it does in the embedded mode.
+
+Layout mirrors the store: ``<root>/studies/<study>/<series>/<sop>.dcm``. A file is named by
+the SOP Instance UID read from its own header (never from the URL), and a series counts as
+cached only when every SOP Instance UID the service lists for it has its file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from email.message import Message
+from pathlib import Path
+
+import pydicom
+
+from app.client.api_client import ApiClient
+from app.core.uids import is_valid_uid
+
+log = logging.getLogger(__name__)
+
+DICOM_PARTS = 'multipart/related; type="application/dicom"'
+
+
+class CacheError(Exception):
+    """What the service sent does not match what it listed (a missing or foreign instance)."""
+
+
+def split_multipart(body: bytes, content_type: str) -> list[bytes]:
+    """The bodies of a ``multipart/related`` message (RFC 2046): split on the boundary the
+    Content-Type names; each part's headers end at the first blank line."""
+    header = Message()
+    header["content-type"] = content_type
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        raise CacheError(f"the service's answer is not multipart ({content_type!r})")
+    delimiter = b"--" + boundary.encode("ascii")
+    parts = []
+    for chunk in body.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            break  # the close delimiter
+        head, sep, content = chunk.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        parts.append(content[:-2] if content.endswith(b"\r\n") else content)
+    return parts
+
+
+class SeriesCache:
+    def __init__(self, root: Path, api: ApiClient) -> None:
+        self.root = Path(root)
+        self.api = api
+
+    def series_dir(self, study_uid: str, series_uid: str) -> Path:
+        if not (is_valid_uid(study_uid) and is_valid_uid(series_uid)):
+            raise CacheError(f"not a DICOM UID: {study_uid!r} / {series_uid!r}")
+        return self.root / "studies" / study_uid / series_uid
+
+    def cached(self, study_uid: str, series_uid: str, sop_uids: list[str]) -> list[Path] | None:
+        folder = self.series_dir(study_uid, series_uid)
+        paths = [folder / f"{sop}.dcm" for sop in sop_uids]
+        return paths if all(p.is_file() for p in paths) else None
+
+    def files(self, study_uid: str, series_uid: str, sop_uids: list[str]) -> list[Path]:
+        """The series' files in ``sop_uids`` order; fetched by WADO-RS unless all are cached."""
+        hit = self.cached(study_uid, series_uid, sop_uids)
+        if hit is not None:
+            return hit
+        folder = self.series_dir(study_uid, series_uid)
+        folder.mkdir(parents=True, exist_ok=True)
+        response = self.api.request("GET", f"/dicomweb/studies/{study_uid}/series/{series_uid}",
+                                    headers={"Accept": DICOM_PARTS}, timeout=max(self.api.timeout_s, 120.0))
+        wanted = set(sop_uids)
+        received = 0
+        for part in split_multipart(response.content, response.headers.get("content-type", "")):
+            sop = str(pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True,
+                                      specific_tags=["SOPInstanceUID"]).get("SOPInstanceUID", ""))
+            if sop not in wanted:
+                log.warning("WADO-RS sent instance %s that series %s does not list; ignored", sop, series_uid)
+                continue
+            write_atomically(folder / f"{sop}.dcm", part)
+            received += 1
+        hit = self.cached(study_uid, series_uid, sop_uids)
+        if hit is None:
+            missing = [s for s in sop_uids if not (folder / f"{s}.dcm").is_file()]
+            raise CacheError(f"the service sent {received} of {len(sop_uids)} instances of series {series_uid}; "
+                             f"missing {missing[:3]}")
+        log.info("series %s: %d instances fetched by WADO-RS into %s", series_uid, received, folder)
+        return hit
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """A reader (another desktop window, a crash) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
