@@ -1,4 +1,4 @@
-"""Settings: node identity and access, device per model, thresholds.
+"""Settings: the service to attach to, node identity and access, device per model, thresholds.
 
 Every field is checked with app.core.config's own rules while typing, the reason is shown next
 to the field, and Save writes the same TOML file the headless mode reads.
@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.config import Config, ConfigError, save_config, validate_ae_title
+from app.core.config import Config, ConfigError, save_config, validate_ae_title, validate_server_url
 from app.core.models import ModelSpecs, default_specs
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 Index = QModelIndex | QPersistentModelIndex
 
 NODE_FIELDS = ("ae_title", "port", "allow_ae")
+SERVER_FIELDS = ("server_url", "api_token")   # a change re-attaches the desktop
 MODEL_FIELDS = ("devices", "thresholds")
 
 
@@ -173,6 +174,16 @@ class SettingsDialog(QDialog):
         self.errors: dict[str, str] = {}
         self.error_labels: dict[str, QLabel] = {}
 
+        server = QGroupBox("FirstLook server")
+        server_form = QFormLayout(server)
+        self.server_edit = QLineEdit(config.server_url)
+        self.server_edit.setPlaceholderText("empty = the service on this computer, else the built-in one")
+        self.token_edit = QLineEdit(config.api_token)
+        self.token_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token_edit.setPlaceholderText("from IT (firstlook users add NAME); empty = the local token file")
+        server_form.addRow("Server URL", self._with_error("server_url", self.server_edit))
+        server_form.addRow("Token", self._with_error("api_token", self.token_edit))
+
         node = QGroupBox("DICOM node")
         node_form = QFormLayout(node)
         self.ae_edit = QLineEdit(config.ae_title)
@@ -223,12 +234,13 @@ class SettingsDialog(QDialog):
         self.save_error = QLabel()
         self.save_error.setStyleSheet("color:#b00020;")
         layout = QVBoxLayout(self)
+        layout.addWidget(server)
         layout.addWidget(node)
         layout.addWidget(models)
         layout.addWidget(self.restart_note)
         layout.addWidget(self.save_error)
         layout.addWidget(self.buttons)
-        for edit in (self.ae_edit, self.port_edit, self.allow_edit):
+        for edit in (self.ae_edit, self.port_edit, self.allow_edit, self.server_edit, self.token_edit):
             edit.textChanged.connect(self.validate)
         self.validate()
 
@@ -272,6 +284,18 @@ class SettingsDialog(QDialog):
             values["allow_ae"] = allow
         except ConfigError as exc:
             errors["allow_ae"] = str(exc)
+        url = self.server_edit.text().strip()
+        try:
+            values["server_url"] = validate_server_url(url) if url else ""
+        except ConfigError as exc:
+            errors["server_url"] = str(exc)
+        token = self.token_edit.text().strip()
+        try:
+            replace(self.config, api_token=token, server_url=values.get("server_url", "")).validate(self.specs.names)
+            values["api_token"] = token
+        except ConfigError as exc:
+            if "server_url" not in errors:
+                errors["api_token"] = str(exc)
         devices = dict(self.config.devices)
         for model, combo in self.device_combos.items():
             devices[model] = combo.currentText()
@@ -297,7 +321,9 @@ class SettingsDialog(QDialog):
         save.setEnabled(not errors)
         restart_node, reload_models = self._changes(candidate) if not errors else (False, False)
         notes = []
-        if restart_node:
+        if any(getattr(candidate, f) != getattr(self.config, f) for f in SERVER_FIELDS) and not errors:
+            notes.append("Saving re-attaches this desktop (to the server, or to this computer's service).")
+        if restart_node and any(getattr(candidate, f) != getattr(self.config, f) for f in NODE_FIELDS):
             notes.append("Saving restarts the DICOM node (AE title, port or allowed AEs changed); "
                          "transfers in progress are interrupted and modalities must use the new settings.")
         if reload_models:
@@ -307,7 +333,7 @@ class SettingsDialog(QDialog):
         return not errors
 
     def _changes(self, candidate: Config) -> tuple[bool, bool]:
-        restart_node = any(getattr(candidate, f) != getattr(self.config, f) for f in NODE_FIELDS)
+        restart_node = any(getattr(candidate, f) != getattr(self.config, f) for f in NODE_FIELDS + SERVER_FIELDS)
         reload_models = any(getattr(candidate, f) != getattr(self.config, f) for f in MODEL_FIELDS)
         return restart_node, reload_models
 

@@ -51,7 +51,7 @@ def test_invalid_fields_show_the_reason_and_block_saving(qtbot, config_file):
     assert "1 to 65535" in dialog.error_labels["port"].text()
     dialog.port_edit.setText("eleven")
     assert "whole number" in dialog.error_labels["port"].text()
-    dialog.port_edit.setText("11113")
+    dialog.port_edit.setText("11114")
     dialog.allow_edit.setText("CT01, THIS_ONE_IS_FAR_TOO_LONG")
     assert "longer than 16" in dialog.error_labels["allow_ae"].text()
     assert not save_button(dialog).isEnabled()
@@ -102,13 +102,13 @@ def test_node_settings_and_devices_persist_to_the_headless_toml(qtbot, config_fi
     assert [combo.itemText(i) for i in range(combo.count())] == choices
     combo.setCurrentText("AUTO")
     dialog.ae_edit.setText("READING1")
-    dialog.port_edit.setText("11113")
+    dialog.port_edit.setText("11114")
     dialog.allow_edit.setText("CT01 CR01")
     with qtbot.waitSignal(dialog.saved) as signal:
         qtbot.mouseClick(save_button(dialog), Qt.MouseButton.LeftButton)
     assert signal.args[1:] == [True, True]
     reloaded = load_config(path)                  # what `firstlook --headless --config` would read
-    assert (reloaded.ae_title, reloaded.port, reloaded.allow_ae) == ("READING1", 11113, ["CT01", "CR01"])
+    assert (reloaded.ae_title, reloaded.port, reloaded.allow_ae) == ("READING1", 11114, ["CT01", "CR01"])
     assert reloaded.devices == {"chexnet": "CPU", "blast-ct": "AUTO"}
     assert reloaded.data_dir == config.data_dir    # untouched keys survive
     assert not dialog.isVisible()
@@ -127,3 +127,26 @@ def test_settings_dialog_from_the_window_updates_its_config(qtbot, config_file):
     assert signal.args[1] is True
     assert window.config.ae_title == "DESK2" and load_config(path).ae_title == "DESK2"
     window.shutdown()
+
+
+def test_server_url_and_token_are_checked_and_saved_for_the_next_attach(qtbot, config_file):
+    config, path = config_file
+    dialog = SettingsDialog(config, path, ["AUTO", "CPU"])
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.server_edit.setText("http://firstlook.hospital:11113")
+    assert "must start with https://" in dialog.error_labels["server_url"].text()
+    assert not save_button(dialog).isEnabled()
+    dialog.server_edit.setText("ftp://firstlook")
+    assert "is not a URL" in dialog.error_labels["server_url"].text()
+    dialog.server_edit.setText("https://firstlook.hospital:11113")
+    dialog.token_edit.setText("two words")
+    assert "without spaces" in dialog.error_labels["api_token"].text()
+    dialog.token_edit.setText("s3cret-token")
+    assert not dialog.errors and "re-attaches" in dialog.restart_note.text()
+    assert "restarts the DICOM node" not in dialog.restart_note.text()
+    with qtbot.waitSignal(dialog.saved) as signal:
+        qtbot.mouseClick(save_button(dialog), Qt.MouseButton.LeftButton)
+    assert signal.args[1] is True                 # the desktop re-attaches
+    reloaded = load_config(path)
+    assert (reloaded.server_url, reloaded.api_token) == ("https://firstlook.hospital:11113", "s3cret-token")
