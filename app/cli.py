@@ -54,6 +54,11 @@ def _add_global_options(p: argparse.ArgumentParser, default: Any = None, modes: 
         help="listen only on the TLS port (no plaintext DICOM)")
     add("--server-url", dest="server_url", metavar="URL",
         help="desktop: attach to the FirstLook service at this URL (https://server:11113)")
+    add("--api-bind", dest="api_bind", metavar="IP",
+        help="address of the HTTP API (default 127.0.0.1; beyond loopback it needs --api-tls)")
+    add("--api-port", type=int, dest="api_port", help="TCP port of the HTTP API (default 11113)")
+    add("--api-tls", action="store_const", const=True, dest="api_tls",
+        help="serve the HTTP API over HTTPS with --tls-cert/--tls-key")
 
 
 def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
@@ -72,6 +77,10 @@ def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true")
     a.add_argument("--device", help="OpenVINO device for every model (CPU, GPU, GPU.1, AUTO)")
 
+    u = sub.add_parser("users", help="who may use the HTTP API: add NAME (prints the token), revoke NAME, list")
+    u.add_argument("action", choices=["add", "revoke", "list"])
+    u.add_argument("name", nargs="?")
+
     b = sub.add_parser("build-models", help="build the OpenVINO model packs (needs the build extra)")
     b.add_argument("--out", type=Path, help="folder for the packs (default: the configured packs dir)")
     b.add_argument("--shared", type=Path, help="folder with models/ and data/ (default: ../shared)")
@@ -88,7 +97,7 @@ def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
 
 CONFIG_KEYS = ("data_dir", "cache_dir", "packs_dir", "port", "ae_title", "bind", "allow_ae", "allow_ip",
                 "quiet_period_s", "max_associations", "min_free_mb", "log_level",
-                "tls_cert", "tls_key", "tls_ca", "tls_port", "tls_only", "server_url")
+                "tls_cert", "tls_key", "tls_ca", "tls_port", "tls_only", "server_url", "api_bind", "api_port", "api_tls")
 
 
 def _setup_logging(level: str) -> None:
@@ -124,6 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _studies(config, args.json)
     if command == "reindex":
         return _reindex(config)
+    if command == "users":
+        if (args.action == "list") != (args.name is None):
+            print("firstlook: usage: firstlook users add NAME | users revoke NAME | users list", file=sys.stderr)
+            return 2
+        from app.commands.users import run_users
+
+        return run_users(config, args.action, args.name)
     if command == "analyze":
         from app.commands.analyze_files import analyze_paths
 

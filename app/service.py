@@ -184,14 +184,25 @@ def run_headless(config: Config) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, _signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    from app.api.hosting import node_tracker, start_api  # the HTTP API (docs/api.md): desktops, DICOMweb, IT
+
+    node = node_tracker(service.hub)
     try:
         if not service.start():
+            service.stop()
+            return 1
+        try:
+            api = start_api(config, service, node)
+        except OSError as exc:
+            log.error("HTTP API not started: cannot listen on %s:%d: %s", config.api_bind, config.api_port,
+                      exc.strerror or exc)
             service.stop()
             return 1
         log.info("FirstLook headless: data in %s; SIGTERM or Ctrl-C stops", config.data_dir)
         while not stop.wait(1.0):
             pass
         started = time.monotonic()
+        api.stop()
         service.stop()
         log.info("stopped cleanly in %.1f s", time.monotonic() - started)
         return 0

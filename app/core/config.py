@@ -73,6 +73,12 @@ class Config:
     server_url: str = ""
     api_token: str = ""            # the reader's token from IT (firstlook users add NAME); empty: the token file
     server_ca: Path | None = None  # CA certificate(s) of an https server_url signed by a private CA
+    # The HTTP API (app/api, docs/api.md): DICOMweb + /api/v1 for desktops and IT's status page.
+    api_bind: str = "127.0.0.1"
+    api_port: int = 11113
+    api_tls: bool = False   # HTTPS with tls_cert/tls_key; required when api_bind is not loopback
+    api_token_file: Path | None = None  # the local desktop's credential; default <data_dir>/api/local-token
+    api_token_group: str = ""           # group that may read it (install.sh: firstlook-desktop)
 
     def validate(self, model_names: Sequence[str] | None = None) -> "Config":
         """Raise ConfigError for the first value that cannot work.
@@ -128,10 +134,33 @@ class Config:
         if self.tls_cert is not None and not self.tls_only and self.tls_port == self.port:
             raise ConfigError(f"tls_port and port are both {self.port}; give TLS its own port (2762 is usual) "
                               "or set tls_only = true.")
+        self._validate_api()
         self._validate_client()
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}.")
         return self
+
+    def _validate_api(self) -> None:
+        try:
+            address = ipaddress.ip_address(self.api_bind)
+        except ValueError:
+            raise ConfigError(f"api_bind must be an IP address such as 127.0.0.1 or 0.0.0.0, not {self.api_bind!r}.") from None
+        if not isinstance(self.api_port, int) or isinstance(self.api_port, bool) or not 1 <= self.api_port <= 65535:
+            raise ConfigError(f"api_port must be a whole number from 1 to 65535, not {self.api_port!r}.")
+        if self.api_port in (self.port, self.tls_port if self.tls_cert is not None else None):
+            raise ConfigError(f"api_port {self.api_port} is also a DICOM port; give the API its own port (11113 is usual).")
+        if not isinstance(self.api_tls, bool):
+            raise ConfigError(f"api_tls must be true or false, not {self.api_tls!r}.")
+        if self.api_tls and self.tls_cert is None:
+            raise ConfigError("api_tls needs tls_cert and tls_key (the API uses the DICOM TLS certificate).")
+        if not address.is_loopback and not self.api_tls:
+            raise ConfigError(f"api_bind {self.api_bind} reaches beyond this machine, so the API must use TLS: "
+                              "set api_tls = true with tls_cert and tls_key, or bind it to 127.0.0.1.")
+
+    @property
+    def token_file(self) -> Path:
+        """Where the service writes the local desktop's API token (``api_token_file``)."""
+        return self.api_token_file if self.api_token_file is not None else self.data_dir / "api" / "local-token"
 
     def _validate_client(self) -> None:
         if not isinstance(self.server_url, str):
@@ -191,7 +220,7 @@ def validate_ae_title(value: object, key: str) -> str:
     return value
 
 
-_PATH_KEYS = {"server_ca", "data_dir", "cache_dir", "packs_dir", "tls_cert", "tls_key", "tls_ca"}
+_PATH_KEYS = {"server_ca", "data_dir", "cache_dir", "packs_dir", "tls_cert", "tls_key", "tls_ca", "api_token_file"}
 _KNOWN = {f.name for f in fields(Config)}
 
 

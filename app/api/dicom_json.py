@@ -1,0 +1,74 @@
+"""Stored instances as DICOM JSON (PS3.18 F.2) for QIDO-RS and WADO-RS metadata.
+
+Attributes are read from the stored files' headers (pixel data never read) with pydicom, and
+encoded with ``Dataset.to_json_dict``; pixel data becomes a ``BulkDataURI`` to its frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+STUDY_KEYWORDS = ("SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName",
+                  "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
+                  "StudyDescription")
+SERIES_KEYWORDS = ("SpecificCharacterSet", "Modality", "SeriesDescription", "SeriesNumber", "SeriesInstanceUID",
+                   "StudyInstanceUID", "BodyPartExamined", "PerformedProcedureStepStartDate",
+                   "PerformedProcedureStepStartTime")
+INSTANCE_KEYWORDS = ("SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns",
+                     "BitsAllocated", "NumberOfFrames", "StudyInstanceUID", "SeriesInstanceUID")
+
+PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+
+
+def parse_tag(name: str) -> int | None:
+    """``PatientID`` or ``00100020`` -> the tag; None if neither."""
+    name = name.strip()
+    if len(name) == 8:
+        try:
+            return int(name, 16)
+        except ValueError:
+            pass
+    tag = tag_for_keyword(name)
+    return int(tag) if tag is not None else None
+
+
+def read_header(path: Path) -> Dataset:
+    return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+
+
+def pick(source: Dataset, keywords: tuple[str, ...], extra: set[int]) -> Dataset:
+    out = Dataset()
+    for keyword in keywords:
+        tag = tag_for_keyword(keyword)
+        if tag is not None and tag in source:
+            out[tag] = source[tag]
+    for tag in extra:
+        if tag in source and not Tag(tag).group == 0x0002:
+            out[tag] = source[tag]
+    return out
+
+
+def to_json(ds: Dataset) -> dict[str, Any]:
+    return ds.to_json_dict(bulk_data_threshold=1 << 30)
+
+
+def instance_metadata(path: Path, frames_url: str) -> dict[str, Any]:
+    """The whole header as DICOM JSON, pixel data as a BulkDataURI (WADO-RS metadata)."""
+    full = pydicom.dcmread(path, force=True, defer_size=1024)
+    pixel = None
+    for tag in PIXEL_TAGS:
+        if tag in full:
+            pixel = (tag, full[tag].VR)
+            del full[tag]
+    header = full
+    out = to_json(header)
+    if pixel is not None:
+        out[f"{pixel[0]:08X}"] = {"vr": pixel[1] if pixel[1] in ("OB", "OW", "OF", "OD") else "OW",
+                                  "BulkDataURI": frames_url}
+    return out
