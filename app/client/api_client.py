@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,30 +26,52 @@ class NotFound(Exception):
 
 class ApiClient:
     """One ``httpx.Client`` (connection pool, thread-safe) per service; paths are relative to
-    ``base_url`` (``http://host:11113``)."""
+    ``base_url`` (``http://host:11113``). A token read from the local token file is read again
+    when refused: the service writes a new one at each start."""
 
     def __init__(self, base_url: str, token: str, timeout_s: float = 10.0,
-                 verify: bool | str = True) -> None:
+                 verify: bool | str = True, token_file: Path | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.token_file = token_file
         self.verify = verify
         self.timeout_s = timeout_s
-        self._http = httpx.Client(base_url=self.base_url, headers=self.auth_headers(), timeout=timeout_s,
-                                  verify=verify)
+        self._lock = threading.Lock()
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, verify=verify)
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    def refresh_token(self) -> bool:
+        """True when the token file now holds another token (the service was restarted)."""
+        if self.token_file is None:
+            return False
+        try:
+            token = self.token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            return False
+        with self._lock:
+            if not token or token == self.token:
+                return False
+            self.token = token
+        log.info("the service wrote a new local token; using it")
+        return True
 
     def close(self) -> None:
         self._http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ServiceUnavailable(f"{self.base_url} cannot be reached: {exc}") from exc
-        check(response, self.base_url)
-        return response
+        headers = {**kwargs.pop("headers", {})}
+        for attempt in (1, 2):
+            try:
+                response = self._http.request(method, path, headers={**headers, **self.auth_headers()}, **kwargs)
+            except httpx.TransportError as exc:
+                raise ServiceUnavailable(f"{self.base_url} cannot be reached: {exc}") from exc
+            if response.status_code == 401 and attempt == 1 and self.refresh_token():
+                continue
+            check(response, self.base_url)
+            return response
+        raise AssertionError("unreachable")
 
     def get_json(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params or None).json()
@@ -61,8 +85,9 @@ def check(response: httpx.Response, base_url: str) -> None:
     if response.status_code < 400:
         return
     try:
+        response.read()  # a streamed answer (the event stream) has not read its body yet
         message = str(response.json().get("error", ""))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, httpx.HTTPError):
         message = response.text[:200]
     if response.status_code == 401:
         raise TokenRefused(f"{base_url} refused the token: {message or 'unauthorised'}")

@@ -25,6 +25,7 @@ class ServerTarget:
     url: str
     token: str
     verify: bool | str = True
+    token_file: Path | None = None  # where the token came from (read again when refused)
 
 
 def read_token(path: Path | None) -> str | None:
@@ -50,19 +51,23 @@ def _local_answers(url: str, token: str, verify: bool | str, timeout_s: float) -
 
 def find_server(config: Config, probe_timeout_s: float = 1.0) -> ServerTarget | None:
     """The service this desktop should attach to, or None for the embedded one."""
-    token = config.api_token or read_token(config.token_file)
+    local_token = read_token(config.token_file)
     if config.server_url:
+        token = config.api_token or local_token
         if not token:
             raise ConfigError(f"server_url is {config.server_url} but there is no api_token and no readable "
                               f"token file at {config.token_file}; ask IT for a token (firstlook users add NAME).")
-        return ServerTarget(config.server_url.rstrip("/"), token, config.server_ca and str(config.server_ca) or True)
-    local_token = read_token(config.token_file)
+        verify = str(config.server_ca) if config.server_ca is not None else True
+        return ServerTarget(config.server_url.rstrip("/"), token, verify,
+                            None if config.api_token else config.token_file)
     if not local_token:
         return None
     scheme = "https" if config.api_tls else "http"
-    verify: bool | str = str(config.tls_cert) if config.api_tls and config.tls_cert else True
+    verify = str(config.tls_cert) if config.api_tls and config.tls_cert else True
     url = f"{scheme}://127.0.0.1:{config.api_port}"
-    return ServerTarget(url, local_token, verify) if _local_answers(url, local_token, verify, probe_timeout_s) else None
+    if not _local_answers(url, local_token, verify, probe_timeout_s):
+        return None
+    return ServerTarget(url, local_token, verify, config.token_file)
 
 
 def cache_dir_for(config: Config, url: str) -> Path:
@@ -77,4 +82,5 @@ def choose_service(config: Config, embedded: Callable[[Config], DesktopService])
         log.info("no FirstLook service to attach to; starting the embedded service")
         return embedded(config)
     log.info("attaching to the FirstLook service at %s", target.url)
-    return RemoteService(target.url, target.token, cache_dir_for(config, target.url), verify=target.verify)
+    return RemoteService(target.url, target.token, cache_dir_for(config, target.url), verify=target.verify,
+                         token_file=target.token_file)

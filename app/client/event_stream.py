@@ -55,8 +55,9 @@ def parse_sse(lines: Iterable[str]) -> Iterator[ServerEvent]:
 
 class EventStream:
     """Calls ``on_event`` for every server event, ``on_link(connected, reason)`` whenever the
-    link comes up or goes down; both on the stream's own thread. A refused token stops the
-    stream (``on_link(False, reason)`` once; retrying would only fill the server's audit log)."""
+    link comes up or goes down; both on the stream's own thread. A refused token the user typed
+    stops the stream (``on_link(False, reason)`` once; retrying would only fill the server's
+    audit log); one from the local token file is read again at each retry."""
 
     def __init__(self, api: ApiClient, on_event: Callable[[ServerEvent], None],
                  on_link: Callable[[bool, str], None], read_timeout_s: float = 30.0,
@@ -87,12 +88,12 @@ class EventStream:
         backoff = self.first_backoff_s
         up = None  # last reported state: report changes only
         timeout = httpx.Timeout(self.api.timeout_s, read=self.read_timeout_s)
-        with httpx.Client(base_url=self.api.base_url, headers=self.api.auth_headers(), timeout=timeout,
-                          verify=self.api.verify) as http:
+        with httpx.Client(base_url=self.api.base_url, timeout=timeout, verify=self.api.verify) as http:
             while not self._stop.is_set():
                 reason = ""
                 try:
-                    with http.stream("GET", "/api/v1/events", headers={"Accept": "text/event-stream"}) as response:
+                    headers = {"Accept": "text/event-stream", **self.api.auth_headers()}
+                    with http.stream("GET", "/api/v1/events", headers=headers) as response:
                         check(response, self.api.base_url)
                         with self._lock:
                             self._response = response
@@ -106,8 +107,11 @@ class EventStream:
                             self.on_event(event)
                     reason = "the service closed the event stream"
                 except TokenRefused as exc:
-                    self.on_link(False, str(exc))
-                    return
+                    if self.api.token_file is None:  # a typed token stays wrong: say so once
+                        self.on_link(False, str(exc))
+                        return
+                    self.api.refresh_token()  # a restarting service rewrites its token file
+                    reason = str(exc)
                 except (httpx.HTTPError, OSError, ValueError) as exc:
                     reason = str(exc) or type(exc).__name__
                 finally:

@@ -71,9 +71,9 @@ class RemoteService:
     status_max_age_s = 0.5  # the status bar polls models and queue each second: one request for both
 
     def __init__(self, base_url: str, token: str, cache_dir: Path, verify: bool | str = True,
-                 hub: EventHub | None = None) -> None:
+                 hub: EventHub | None = None, token_file: Path | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.api = ApiClient(self.base_url, token, verify=verify)
+        self.api = ApiClient(self.base_url, token, verify=verify, token_file=token_file)
         self.hub = hub or EventHub()
         self.worklist = RemoteWorklist(self.api)
         self.store = RemoteStore(self.api, Path(cache_dir), self.queue_length)
