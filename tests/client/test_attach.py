@@ -1,0 +1,62 @@
+"""Which service a desktop gets: a configured server, the service on this machine (its API
+answers with the local token file), else the embedded one, as a single workstation had."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from app.client import RemoteService, choose_service, find_server
+from app.client.api_client import TokenRefused
+from app.core.config import Config, ConfigError
+from tests.support import free_port
+from tests.support.api_service import HeadlessService
+
+
+class Embedded:
+    """Stands for ``app.service.Service``: only which factory ran matters here."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+
+def desktop_config(tmp_path: Path, **values: object) -> Config:
+    return replace(Config(), data_dir=tmp_path / "desk-data", cache_dir=tmp_path / "desk-cache", **values)
+
+
+def test_without_a_server_or_a_local_service_the_desktop_runs_the_embedded_service(tmp_path: Path):
+    config = desktop_config(tmp_path, api_port=free_port())
+    assert find_server(config) is None
+    assert isinstance(choose_service(config, Embedded), Embedded)
+    # A token file left by a service that is not running: nothing answers, still embedded.
+    config.token_file.parent.mkdir(parents=True)
+    config.token_file.write_text("stale-token\n")
+    assert isinstance(choose_service(config, Embedded), Embedded)
+
+
+def test_a_server_url_without_any_token_is_one_clear_sentence(tmp_path: Path):
+    config = desktop_config(tmp_path, server_url="https://firstlook.example:11113")
+    with pytest.raises(ConfigError, match="ask IT for a token"):
+        choose_service(config, Embedded)
+
+
+def test_the_desktop_attaches_to_the_local_service_and_a_wrong_token_is_refused(tmp_path: Path):
+    service = HeadlessService(tmp_path / "server").start()
+    try:
+        # Same machine: the service's data dir holds the token file the desktop may read.
+        local = replace(desktop_config(tmp_path), data_dir=service.data_dir, api_port=service.api_port)
+        attached = choose_service(local, Embedded)
+        assert isinstance(attached, RemoteService) and attached.base_url == service.url
+        assert attached.start() and attached.worklist.rows() == []
+        assert {m.name for m in attached.models_status()} == {"chexnet", "blast-ct"}
+        attached.stop()
+        # A server URL with a token that is not one of the service's users: refused at start.
+        wrong = choose_service(desktop_config(tmp_path, server_url=service.url, api_token="not-a-user"), Embedded)
+        assert isinstance(wrong, RemoteService)
+        with pytest.raises(TokenRefused, match="refused the token"):
+            wrong.start()
+        wrong.stop()
+    finally:
+        service.stop()
