@@ -2,7 +2,8 @@
 
 Matching runs on the index (patient, dates, UIDs, modalities, accession); the attributes
 returned come from a representative stored header of each study or series (the first instance,
-pixel data never read), so they are what the modality sent, as Orthanc's plugin returns them.
+pixel data never read), so they are what the modality sent. Like Orthanc's plugin, series
+answers carry the study's attributes too, and instance answers the series' and the study's.
 """
 
 from __future__ import annotations
@@ -112,10 +113,6 @@ def _page(request: Request, items: list[Any]) -> list[Any]:
     return items[offset:] if limit is None else items[offset:offset + limit]
 
 
-def _element(ds: Dataset, keyword: str, vr: str, value: Any) -> None:
-    setattr(ds, keyword, value)
-
-
 class Qido:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -160,7 +157,7 @@ class Qido:
     # -- series ----------------------------------------------------------------------------------
     def series_json(self, request: Request, series: SeriesRecord, extra: set[int]) -> dict[str, Any]:
         path = self._first_path(series.series_uid)
-        ds = pick(read_header(path), SERIES_KEYWORDS, extra) if path is not None else Dataset()
+        ds = pick(read_header(path), SERIES_KEYWORDS + STUDY_KEYWORDS, extra) if path is not None else Dataset()
         ds.SeriesInstanceUID = series.series_uid
         ds.StudyInstanceUID = series.study_uid
         ds.NumberOfSeriesRelatedInstances = series.n_instances
@@ -233,7 +230,7 @@ class Qido:
                     if tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):
                         del ds[tag]
             else:
-                ds = pick(header, INSTANCE_KEYWORDS, extra)
+                ds = pick(header, INSTANCE_KEYWORDS + SERIES_KEYWORDS + STUDY_KEYWORDS, extra)
             ds.add_new(0x00081190, "UR",
                        f"{base}/studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_uid']}")
             out.append(to_json(ds))
