@@ -132,6 +132,7 @@ class RemoteService:
                 log.warning("cannot read the service's status: %s", exc)
         else:
             self.hub.publish(ServiceConnection(False, f"disconnected, retrying ({reason})"))
+            self.hub.publish(NodeStatus(False, "unknown while the service is not reachable"))
 
     def _on_event(self, event: ServerEvent) -> None:
         row = event.data.get("row")

@@ -90,12 +90,16 @@ def test_two_desktops_follow_one_service_and_survive_its_restart(qtbot, tmp_path
         service.stop()
         qtbot.waitUntil(lambda: all("disconnected, retrying" in d.server_text() for d in desktops), timeout=15000)
         assert all(d.row(study_uid) is not None for d in desktops)
+        qtbot.waitUntil(lambda: all("not reachable" in d.window.status.node_label.text() for d in desktops),
+                        timeout=5000)
         assert first.window.viewer.state.opened is not None and first.window.viewer.study_uid == study_uid
 
         # It comes back on the same ports: both recover by themselves and follow it again.
         service.start()
         qtbot.waitUntil(lambda: all("connected to" in d.server_text() and "disconnected" not in d.server_text()
                                     for d in desktops), timeout=20000)
+        qtbot.waitUntil(lambda: all(f":{service.port}" in d.window.status.node_label.text() for d in desktops),
+                        timeout=5000)
         later = "1.2.826.0.1.3680043.8.498.1202"
         service.storescu(fresh_uids(pydicom_file("CT_small.dcm"), tmp_path / "send2", study=later))
         qtbot.waitUntil(lambda: all(d.row(later) is not None for d in desktops), timeout=15000)
