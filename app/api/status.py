@@ -49,7 +49,7 @@ def _gb(n: int | None) -> str:
 def render_page(snap: dict[str, Any]) -> str:
     e = html.escape
     node = snap["node"]
-    ok = node["listening"] and not snap["disk"]["refusing"]
+    ok = node["listening"] and not snap["disk"]["refusing"] and all(m["state"] != "unavailable" for m in snap["models"])
     models = "".join(
         f"<tr><td>{e(m['name'])}</td><td class='{e(m['state'])}'>{e(m['state'])}</td><td>{e(m['device'])}</td>"
         f"<td>{'yes' if m['validated'] else 'NO' if m['validated'] is False else '-'}</td><td>{e(m['message'])}</td></tr>"
