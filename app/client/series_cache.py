@@ -50,7 +50,7 @@ def split_multipart(body: bytes, content_type: str) -> list[bytes]:
 
 class SeriesCache:
     def __init__(self, root: Path, api: ApiClient) -> None:
-        self.root = Path(root)
+        self.root = private_dir(Path(root))
         self.api = api
 
     def series_dir(self, study_uid: str, series_uid: str) -> Path:
@@ -91,9 +91,17 @@ class SeriesCache:
         return hit
 
 
+def private_dir(path: Path) -> Path:
+    """The cache holds patient images: only this user may read it (as the store's 0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
 def write_atomically(path: Path, data: bytes) -> None:
-    """A reader (another desktop window, a crash) never sees half a file."""
+    """A reader (another desktop window, a crash) never sees half a file; mode 0600."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
         fh.write(data)
     os.replace(tmp, path)

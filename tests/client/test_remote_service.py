@@ -47,6 +47,7 @@ def test_result_overlay_and_images_reach_the_client_cache(tmp_path: Path, cxr_di
         (path,) = client.store.series_files(series.series_uid)
         assert path.read_bytes() == next((service.data_dir / "studies").rglob("*.dcm")).read_bytes()
         fetched_at = path.stat().st_mtime_ns
+        assert path.stat().st_mode & 0o777 == 0o600 and client.store.data_dir.stat().st_mode & 0o777 == 0o700
         service.stop()
         # Re-opening the same series reads the cache only: it works with the service gone.
         assert client.store.series_files(series.series_uid) == [path] and path.stat().st_mtime_ns == fetched_at
