@@ -11,6 +11,7 @@ import pytest
 from app.client import RemoteService, choose_service, find_server
 from app.client.api_client import TokenRefused
 from app.core.config import Config, ConfigError
+from app.core.service_api import DesktopService, StudyReader, WorklistSource
 from tests.support import free_port
 from tests.support.api_service import HeadlessService
 
@@ -49,6 +50,8 @@ def test_the_desktop_attaches_to_the_local_service_and_a_wrong_token_is_refused(
         local = replace(desktop_config(tmp_path), data_dir=service.data_dir, api_port=service.api_port)
         attached = choose_service(local, Embedded)
         assert isinstance(attached, RemoteService) and attached.base_url == service.url
+        assert isinstance(attached, DesktopService)          # what the desktop's controller checks
+        assert isinstance(attached.store, StudyReader) and isinstance(attached.worklist, WorklistSource)
         assert attached.start() and attached.worklist.rows() == []
         assert {m.name for m in attached.models_status()} == {"chexnet", "blast-ct"}
         attached.stop()
