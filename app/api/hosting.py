@@ -45,7 +45,10 @@ def start_api(config: Config, service: HostedService, node: NodeState,
                      audit=AuditLog(config.data_dir), node=node, models_status=service.models_status,
                      queue_length=service.queue_length, errors=RecentErrors(), outbox_status=outbox_status,
                      version=__version__)
-    write_local_token(users, config.token_file, config.api_token_group)
+    try:
+        write_local_token(users, config.service_token_file, config.api_token_group)
+    except OSError as exc:  # the API still serves the users IT added; only the local desktop must ask
+        log.error("cannot write the local desktop's API token %s: %s", config.service_token_file, exc.strerror or exc)
     server = ApiServer(ctx)
     server.start()
     return server

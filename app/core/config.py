@@ -20,6 +20,8 @@ import platformdirs
 log = logging.getLogger(__name__)
 
 APP_NAME = "firstlook"
+# The installed service's local token (firstlook.toml's api_token_file; systemd RuntimeDirectory).
+SYSTEM_TOKEN_FILE = Path("/run/firstlook/local-token")
 
 
 class ConfigError(Exception):
@@ -158,9 +160,21 @@ class Config:
                               "set api_tls = true with tls_cert and tls_key, or bind it to 127.0.0.1.")
 
     @property
-    def token_file(self) -> Path:
-        """Where the service writes the local desktop's API token (``api_token_file``)."""
+    def service_token_file(self) -> Path:
+        """Where the service writes the local desktop's API token: ``api_token_file``, else
+        ``<data_dir>/api/local-token``."""
         return self.api_token_file if self.api_token_file is not None else self.data_dir / "api" / "local-token"
+
+    @property
+    def token_file(self) -> Path:
+        """Where a desktop on this machine reads the local service's token: ``api_token_file``,
+        else the installed service's (``SYSTEM_TOKEN_FILE``, install.sh) when it exists, else
+        ``<data_dir>/api/local-token`` (a service run by the same user with the same data dir)."""
+        if self.api_token_file is not None:
+            return self.api_token_file
+        if SYSTEM_TOKEN_FILE.exists():
+            return SYSTEM_TOKEN_FILE
+        return self.service_token_file
 
     def _validate_client(self) -> None:
         if not isinstance(self.server_url, str):

@@ -55,7 +55,8 @@ def test_beyond_loopback_with_tls_and_loopback_without_are_fine(tmp_path: Path) 
     Config(data_dir=tmp_path, api_bind="0.0.0.0", api_tls=True, tls_cert=cert, tls_key=key).validate()
     Config(data_dir=tmp_path, api_bind="127.0.0.2").validate()
     Config(data_dir=tmp_path, api_bind="::1").validate()
-    assert Config(data_dir=tmp_path).token_file == tmp_path / "api" / "local-token"
+    assert Config(data_dir=tmp_path).service_token_file == tmp_path / "api" / "local-token"
+    assert Config(data_dir=tmp_path, api_token_file=tmp_path / "t").token_file == tmp_path / "t"
 
 
 def test_cli_options_reach_the_config(tmp_path: Path) -> None:
