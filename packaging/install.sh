@@ -7,8 +7,10 @@
 #
 # Installs the program to PREFIX (an upgrade swaps it in place and keeps
 # /etc/firstlook/firstlook.toml and the data in /var/lib/firstlook), a `firstlook` system
-# user, the systemd unit `firstlook.service` (firstlook --headless), a desktop entry, the
-# `firstlookctl` admin wrapper and a logrotate rule. See docs/install.md.
+# user, the group `firstlook-desktop` (may read the local API token), the systemd unit
+# `firstlook.service` (firstlook --headless: DICOM node + HTTP API on 127.0.0.1:11113), a
+# desktop entry (attaches to that service), the `firstlookctl` admin wrapper and a logrotate
+# rule. See docs/install.md.
 set -eu
 
 PREFIX=/opt/firstlook
@@ -62,6 +64,16 @@ if [ "$SERVICE_ACTIONS" -eq 1 ] && ! id "$USER_NAME" >/dev/null 2>&1; then
   useradd --system --user-group --home-dir /var/lib/firstlook --no-create-home \
           --shell /usr/sbin/nologin --comment "FirstLook service" "$USER_NAME"
   say "created system user $USER_NAME"
+fi
+# Readers: members of this group may read the service's local API token
+# (/run/firstlook/local-token), so a desktop on this machine attaches without a password.
+DESKTOP_GROUP=firstlook-desktop
+if [ "$SERVICE_ACTIONS" -eq 1 ]; then
+  if ! getent group "$DESKTOP_GROUP" >/dev/null 2>&1; then
+    groupadd --system "$DESKTOP_GROUP"
+    say "created group $DESKTOP_GROUP (add reading users: sudo usermod -a -G $DESKTOP_GROUP USER)"
+  fi
+  usermod -a -G "$DESKTOP_GROUP" "$USER_NAME"
 fi
 if [ "$SERVICE_ACTIONS" -eq 1 ]; then
   for g in render video; do  # Intel GPU render node access for OpenVINO's GPU plugin
