@@ -124,6 +124,7 @@ class RemoteService:
     # -- live events (event-stream thread) -------------------------------------------------
     def _on_link(self, connected: bool, reason: str) -> None:
         if connected:
+            self.store.forget()  # events may have been missed while the link was down
             self.hub.publish(ServiceConnection(True, f"connected to {self.base_url}"))
             try:
                 node = self._refresh_status().get("node") or {}
@@ -135,6 +136,9 @@ class RemoteService:
             self.hub.publish(NodeStatus(False, "unknown while the service is not reachable"))
 
     def _on_event(self, event: ServerEvent) -> None:
+        study_uid = event.data.get("study_uid")
+        if isinstance(study_uid, str):
+            self.store.forget(study_uid)  # before the hub hears it: a viewer re-reading gets the news
         row = event.data.get("row")
         if row:
             try:

@@ -3,7 +3,8 @@ WADO-RS into the local cache, overlays into the same cache under the result's ow
 path (``app.core.service_api.StudyReader``).
 
 Opening a study is one ``GET /api/v1/studies/{uid}`` (the service audits it as opened): the
-viewer's first call (``list_series``) fetches it, the calls that follow read that answer.
+first call of an opening fetches it, the calls that follow within ``reuse_s`` read that answer,
+and any event about the study (a new result, say) makes the next call fetch again.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,12 +36,14 @@ class _StudyDoc:
 
 
 class RemoteStore:
+    reuse_s = 2.0   # one opening (audit record, series list, results, files) = one request
+
     def __init__(self, api: ApiClient, cache_root: Path, queue_length: Callable[[], int]) -> None:
         self.api = api
         self._data_dir = Path(cache_root)
         self.images = SeriesCache(self._data_dir, api)
         self._queue_length = queue_length
-        self._docs: dict[str, _StudyDoc] = {}
+        self._docs: dict[str, tuple[_StudyDoc, float]] = {}
         self._series_study: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -55,21 +59,30 @@ class RemoteStore:
         except NotFound:
             return None
         with self._lock:
-            self._docs[study_uid] = doc
+            self._docs[study_uid] = (doc, time.monotonic())
             for series in doc.series:
                 self._series_study[series.series_uid] = study_uid
         return doc
 
     def _doc(self, study_uid: str) -> _StudyDoc | None:
         with self._lock:
-            doc = self._docs.get(study_uid)
-        return doc if doc is not None else self._fetch(study_uid)
+            kept = self._docs.get(study_uid)
+        if kept is not None and time.monotonic() - kept[1] < self.reuse_s:
+            return kept[0]
+        return self._fetch(study_uid)
+
+    def forget(self, study_uid: str | None = None) -> None:
+        """Something changed about the study (or, None, about anything): fetch it again."""
+        with self._lock:
+            if study_uid is None:
+                self._docs.clear()
+            else:
+                self._docs.pop(study_uid, None)
 
     def list_series(self, study_uid: str | None = None) -> list[SeriesRecord]:
-        """Always fresh: the viewer calls it first on every opening and re-reading."""
         if study_uid is None:
             raise ValueError("an attached desktop lists the series of one study at a time")
-        doc = self._fetch(study_uid)
+        doc = self._doc(study_uid)
         return list(doc.series) if doc else []
 
     def get_study(self, study_uid: str) -> StudyRecord | None:
@@ -88,7 +101,8 @@ class RemoteStore:
     def series_files(self, series_uid: str) -> list[Path]:
         with self._lock:
             study_uid = self._series_study.get(series_uid)
-            doc = self._docs.get(study_uid) if study_uid else None
+            kept = self._docs.get(study_uid) if study_uid else None
+        doc = kept[0] if kept is not None else (self._fetch(study_uid) if study_uid else None)
         if doc is None or study_uid is None:
             raise ValueError(f"series {series_uid} is not part of a study opened from the service")
         return self.images.files(study_uid, series_uid, doc.sop_uids.get(series_uid, []))

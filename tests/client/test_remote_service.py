@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from app.client import RemoteService
+from app.core.audit import AuditLog
 from app.core.events import Event, ResultStored
 from app.core.models import HeatmapOverlay, default_specs, load_overlay
 from tests.support.api_service import HeadlessService
@@ -35,6 +36,7 @@ def test_result_overlay_and_images_reach_the_client_cache(tmp_path: Path, cxr_di
 
         (series,) = client.store.list_series(row.study_uid)
         (result,) = client.store.results_for_study(row.study_uid)
+        assert client.store.get_study(row.study_uid).patient_name == "ATTACHED^TEST"
         assert result.status == "done" and result.overlay_path
         cached_overlay = client.store.data_dir / result.overlay_path
         assert cached_overlay.read_bytes() == (service.data_dir / result.overlay_path).read_bytes()
@@ -47,6 +49,8 @@ def test_result_overlay_and_images_reach_the_client_cache(tmp_path: Path, cxr_di
         (path,) = client.store.series_files(series.series_uid)
         assert path.read_bytes() == next((service.data_dir / "studies").rglob("*.dcm")).read_bytes()
         fetched_at = path.stat().st_mtime_ns
+        opened = [r for r in AuditLog(service.data_dir).records() if r.get("event") == "api.study_opened"]
+        assert len(opened) == 1 and opened[0]["user"] == "reader"   # one opening, one request, one record
         assert path.stat().st_mode & 0o777 == 0o600 and client.store.data_dir.stat().st_mode & 0o777 == 0o700
         service.stop()
         # Re-opening the same series reads the cache only: it works with the service gone.
