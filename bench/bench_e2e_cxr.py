@@ -83,6 +83,7 @@ def main() -> int:
     env = dict(os.environ, TCP_NODELAY="1")
     node = subprocess.Popen(
         [sys.executable, "-m", "app", "--headless", "--data-dir", str(data), "--port", str(port),
+         "--api-port", str(free_port()),
          "--packs-dir", str(args.packs), "--cache-dir", str(work / "cache"), "--quiet-period", "5",
          "--log-level", "WARNING"], cwd=REPO, env=env)
     try:

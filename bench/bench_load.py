@@ -152,7 +152,7 @@ def main() -> int:
         log_path = work / "firstlook.log"
         cmd = [sys.executable, "-m", "app", "--config", str(work / "none.toml"), "--headless",
                "--data-dir", str(work / "data"), "--cache-dir", str(work / "cache"),
-               "--packs-dir", str(packs or work / "no-packs"), "--port", str(port), "--min-free-mb", "0",
+               "--packs-dir", str(packs or work / "no-packs"), "--port", str(port), "--api-port", str(free_port()), "--min-free-mb", "0",
                "--max-associations", str(args.associations + 4), "--quiet-period", "2"]  # + the 2 probes
         node = subprocess.Popen(cmd, cwd=REPO, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
         try:

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pydicom
@@ -114,9 +115,36 @@ def test_the_audit_log_names_the_user_for_opening_reviewing_and_retrieving(serve
     assert str(ct.PatientName) not in log_text and str(ct.PatientID) not in log_text  # no patient identity
 
 
-def test_the_local_token_file_is_group_readable_only(served: Served) -> None:
+def test_the_local_token_file_is_private_without_a_group(served: Served) -> None:
     path = served.service.token_file
-    assert path.stat().st_mode & 0o777 == 0o640
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
     answer = httpx.get(served.service.url + "/api/v1/status",
                        headers={"Authorization": f"Bearer {path.read_text().strip()}"})
     assert answer.status_code == 200 and answer.json()["user"] == "local"
+
+
+def test_the_local_token_file_is_readable_by_its_group_only(tmp_path: Path) -> None:
+    import grp
+    import os
+
+    from app.api.local_token import read_local_token, write_local_token
+    from app.core.store import StudyStore
+    from app.core.users import UserDirectory
+
+    group = grp.getgrgid(os.getgid()).gr_name  # a group this process may give files to
+    store = StudyStore(tmp_path / "data")
+    try:
+        users = UserDirectory(store)
+        path = tmp_path / "run" / "firstlook" / "local-token"
+        old_umask = os.umask(0)
+        try:
+            token = write_local_token(users, path, group)
+        finally:
+            os.umask(old_umask)
+        assert path.stat().st_mode & 0o777 == 0o640 and path.stat().st_gid == os.getgid()
+        assert path.parent.stat().st_mode & 0o777 == 0o750
+        assert read_local_token(path) == token and users.check(token).user == "local"
+        again = write_local_token(users, path, group)  # every start issues a new one; the old one stops working
+        assert again != token and users.check(token).user is None and users.check(again).user == "local"
+    finally:
+        store.close()

@@ -30,7 +30,7 @@ def test_headless_receives_from_storescu_and_stops_cleanly_on_sigterm(tmp_path: 
     data = tmp_path / "data"
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "--config", str(config_file), "--headless", "--data-dir", str(data),
-         "--port", str(port), "--allow-ae", "CT01", "--quiet-period", "1", "--packs-dir", str(tmp_path / "packs"),
+         "--port", str(port), "--api-port", str(free_port()), "--allow-ae", "CT01", "--quiet-period", "1", "--packs-dir", str(tmp_path / "packs"),
          "--min-free-mb", "0"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -76,7 +76,8 @@ def test_headless_warns_loudly_without_allow_list_and_reports_busy_port(tmp_path
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = firstlook("--headless", "--data-dir", str(tmp_path / "d"), "--port", str(port), "--packs-dir",
+        done = firstlook("--headless", "--data-dir", str(tmp_path / "d"), "--port", str(port),
+                         "--api-port", str(free_port()), "--packs-dir",
                          str(tmp_path / "p"), config=config_file, timeout=60)
     assert done.returncode == 1
     assert "NO CALLING-AE ALLOW-LIST" in done.stderr
@@ -87,6 +88,7 @@ def test_headless_with_an_unusable_data_dir_says_so(tmp_path: Path, config_file:
     blocker = tmp_path / "file-not-dir"
     blocker.write_text("x")
     done = firstlook("--headless", "--data-dir", str(blocker / "data"), "--port", str(free_port()),
+                     "--api-port", str(free_port()),
                      config=config_file, timeout=60)
     assert done.returncode == 1
     assert "cannot open the data directory" in done.stderr and "Traceback" not in done.stderr

@@ -286,7 +286,7 @@ def test_frozen_headless_receives_from_storescu_analyses_and_lists_the_study(bun
     log = tmp_path / "headless.log"
     with open(log, "w") as err:
         proc = subprocess.Popen([str(bundle.program), "--config", str(config), "--headless", "--port", str(port),
-                                 "--allow-ae", "STORESCU", "--quiet-period", "1"],
+                                 "--api-port", str(free_port()), "--allow-ae", "STORESCU", "--quiet-period", "1"],
                                 stdout=err, stderr=subprocess.STDOUT, env=_env(tmp_path))
     try:
         def answers() -> bool:

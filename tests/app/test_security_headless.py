@@ -48,7 +48,7 @@ def test_patient_identity_stays_out_of_logs_and_the_data_dir_is_private(tmp_path
     data_dir, port = tmp_path / "data", free_port()
     config = tmp_path / "firstlook.toml"
     config.write_text(f'data_dir = "{data_dir}"\ncache_dir = "{tmp_path / "cache"}"\npacks_dir = "{packs_dir}"\n'
-                      f'port = {port}\nallow_ae = ["CR01"]\nquiet_period_s = 0.5\nmin_free_mb = 0\n'
+                      f'port = {port}\napi_port = {free_port()}\nallow_ae = ["CR01"]\nquiet_period_s = 0.5\nmin_free_mb = 0\n'
                       'log_level = "DEBUG"\n')
     png = sorted((cxr_dir / "images").glob("*.png"))[0]
     ds = make_cxr_dataset(png, modality="CR", patient_name=NAME, patient_id=PATIENT_ID)

@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from tests.support import REPO
+from tests.support import REPO, free_port
 from tests.support.dicom_factory import make_ct_slice, make_cxr_dataset, write
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ class NodeProcess:
         cmd = [sys.executable, "-m", "app", "--config", str(work / "no-config.toml"), "--headless",
                "--data-dir", str(self.data_dir), "--cache-dir", str(work / "cache"),
                "--packs-dir", str(self.settings.packs_dir or work / "no-packs"), "--port", str(self.port),
-               "--min-free-mb", "0", "--quiet-period", str(self.settings.quiet_period_s), "--log-level", "INFO"]
+               "--api-port", str(free_port()), "--min-free-mb", "0", "--quiet-period", str(self.settings.quiet_period_s), "--log-level", "INFO"]
         with open(self.log_path, "ab") as logf:
             logf.write(f"=== start {time.strftime('%H:%M:%S')} crash points: {crash_points or '-'}\n".encode())
             self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=logf)
