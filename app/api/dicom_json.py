@@ -58,17 +58,18 @@ def to_json(ds: Dataset) -> dict[str, Any]:
     return ds.to_json_dict(bulk_data_threshold=1 << 30)
 
 
-def instance_metadata(path: Path, frames_url: str) -> dict[str, Any]:
-    """The whole header as DICOM JSON, pixel data as a BulkDataURI (WADO-RS metadata)."""
+def instance_metadata(path: Path, instance_url: str) -> dict[str, Any]:
+    """The whole header as DICOM JSON, pixel data as a BulkDataURI to all its frames (WADO-RS
+    metadata; ``.../frames/1`` or ``.../frames/1,2,...,n``)."""
     full = pydicom.dcmread(path, force=True, defer_size=1024)
     pixel = None
     for tag in PIXEL_TAGS:
         if tag in full:
             pixel = (tag, full[tag].VR)
             del full[tag]
-    header = full
-    out = to_json(header)
+    out = to_json(full)
     if pixel is not None:
+        frames = int(getattr(full, "NumberOfFrames", 1) or 1)
         out[f"{pixel[0]:08X}"] = {"vr": pixel[1] if pixel[1] in ("OB", "OW", "OF", "OD") else "OW",
-                                  "BulkDataURI": frames_url}
+                                  "BulkDataURI": f"{instance_url}/frames/{','.join(str(n) for n in range(1, frames + 1))}"}
     return out

@@ -89,7 +89,7 @@ class Wado:
         out = []
         for r in rows:
             path = self.store.abs_path(r["path"])
-            url = f"{base}/studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_uid']}/frames/1"
+            url = f"{base}/studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_uid']}"
             out.append(instance_metadata(path, url))
         return JSONResponse(out, media_type="application/dicom+json")
 
