@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -53,6 +54,19 @@ def parse_sse(lines: Iterable[str]) -> Iterator[ServerEvent]:
             data.append(value)
 
 
+def interrupt(response: httpx.Response) -> None:
+    """Wake a read blocked on ``response`` from another thread: closing the response does not
+    (the socket stays in ``recv`` until the next heartbeat), shutting its socket down does."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by the other side
+    response.close()
+
+
 class EventStream:
     """Calls ``on_event`` for every server event, ``on_link(connected, reason)`` whenever the
     link comes up or goes down; both on the stream's own thread. A refused token the user typed
@@ -75,12 +89,16 @@ class EventStream:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         with self._lock:
             response = self._response
         if response is not None:
-            response.close()  # unblocks the read in progress
+            interrupt(response)
         if self._thread.is_alive():
             self._thread.join(timeout)
 

@@ -77,7 +77,7 @@ class RemoteService:
         self.hub = hub or EventHub()
         self.worklist = RemoteWorklist(self.api)
         self.store = RemoteStore(self.api, Path(cache_dir), self.queue_length)
-        self._stream = EventStream(self.api, self._on_event, self._on_link)
+        self.events = EventStream(self.api, self._on_event, self._on_link)
         self._status: dict[str, Any] | None = None
         self._status_at = 0.0
         self._status_lock = threading.Lock()
@@ -89,7 +89,7 @@ class RemoteService:
             self._refresh_status()   # TokenRefused propagates: the desktop shows the sentence
         except ServiceUnavailable as exc:
             log.warning("%s; the desktop keeps retrying", exc)
-        self._stream.start()
+        self.events.start()
         self._started = True
         return True
 
@@ -97,7 +97,7 @@ class RemoteService:
         if not self._started:
             return
         self._started = False
-        self._stream.stop()
+        self.events.stop()
         self.api.close()
 
     # -- status ----------------------------------------------------------------------------

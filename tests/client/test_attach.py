@@ -54,7 +54,9 @@ def test_the_desktop_attaches_to_the_local_service_and_a_wrong_token_is_refused(
         assert isinstance(attached.store, StudyReader) and isinstance(attached.worklist, WorklistSource)
         assert attached.start() and attached.worklist.rows() == []
         assert {m.name for m in attached.models_status()} == {"chexnet", "blast-ct"}
-        attached.stop()
+        assert attached.events.alive
+        attached.stop()   # wakes the event stream's blocked read (heartbeats are 10 s apart)
+        assert not attached.events.alive
         # A server URL with a token that is not one of the service's users: refused at start.
         wrong = choose_service(desktop_config(tmp_path, server_url=service.url, api_token="not-a-user"), Embedded)
         assert isinstance(wrong, RemoteService)
