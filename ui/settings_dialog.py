@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 Index = QModelIndex | QPersistentModelIndex
 
 NODE_FIELDS = ("ae_title", "port", "allow_ae")
-SERVER_FIELDS = ("server_url", "api_token")   # a change re-attaches the desktop
+SERVER_FIELDS = ("server_url", "api_token", "server_ca")   # a change re-attaches the desktop
 MODEL_FIELDS = ("devices", "thresholds")
 
 
@@ -182,7 +182,10 @@ class SettingsDialog(QDialog):
         self.token_edit.setEchoMode(QLineEdit.EchoMode.Password)
         self.token_edit.setPlaceholderText("from IT (firstlook users add NAME); empty = the local token file")
         server_form.addRow("Server URL", self._with_error("server_url", self.server_edit))
+        self.ca_edit = QLineEdit(str(config.server_ca) if config.server_ca is not None else "")
+        self.ca_edit.setPlaceholderText("PEM file, only when the server's certificate comes from a private CA")
         server_form.addRow("Token", self._with_error("api_token", self.token_edit))
+        server_form.addRow("CA certificate", self._with_error("server_ca", self.ca_edit))
 
         node = QGroupBox("DICOM node")
         node_form = QFormLayout(node)
@@ -240,7 +243,8 @@ class SettingsDialog(QDialog):
         layout.addWidget(self.restart_note)
         layout.addWidget(self.save_error)
         layout.addWidget(self.buttons)
-        for edit in (self.ae_edit, self.port_edit, self.allow_edit, self.server_edit, self.token_edit):
+        for edit in (self.ae_edit, self.port_edit, self.allow_edit, self.server_edit, self.token_edit,
+                     self.ca_edit):
             edit.textChanged.connect(self.validate)
         self.validate()
 
@@ -296,6 +300,17 @@ class SettingsDialog(QDialog):
         except ConfigError as exc:
             if "server_url" not in errors:
                 errors["api_token"] = str(exc)
+        ca_text = self.ca_edit.text().strip()
+        ca = Path(ca_text).expanduser() if ca_text else None
+        if ca is not None and not ca.is_file():
+            errors["server_ca"] = f"server_ca {ca_text!r} is not a readable file."
+        else:
+            try:
+                replace(self.config, server_url=values.get("server_url", url), server_ca=ca).validate(self.specs.names)
+                values["server_ca"] = ca
+            except ConfigError as exc:
+                if "server_url" not in errors:
+                    errors["server_ca"] = str(exc)
         devices = dict(self.config.devices)
         for model, combo in self.device_combos.items():
             devices[model] = combo.currentText()

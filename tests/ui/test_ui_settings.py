@@ -143,6 +143,11 @@ def test_server_url_and_token_are_checked_and_saved_for_the_next_attach(qtbot, c
     dialog.token_edit.setText("two words")
     assert "without spaces" in dialog.error_labels["api_token"].text()
     dialog.token_edit.setText("s3cret-token")
+    dialog.ca_edit.setText(str(path.parent / "missing-ca.pem"))
+    assert "not a readable file" in dialog.error_labels["server_ca"].text()
+    ca = path.parent / "hospital-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    dialog.ca_edit.setText(str(ca))
     assert not dialog.errors and "re-attaches" in dialog.restart_note.text()
     assert "restarts the DICOM node" not in dialog.restart_note.text()
     with qtbot.waitSignal(dialog.saved) as signal:
@@ -150,3 +155,4 @@ def test_server_url_and_token_are_checked_and_saved_for_the_next_attach(qtbot, c
     assert signal.args[1] is True                 # the desktop re-attaches
     reloaded = load_config(path)
     assert (reloaded.server_url, reloaded.api_token) == ("https://firstlook.hospital:11113", "s3cret-token")
+    assert reloaded.server_ca == ca
