@@ -2,8 +2,8 @@
 responses are untouched). A refusal is a 401 with one JSON sentence and nothing else, and is
 audited with the peer address and the reason; the user's name is put in ``scope["user"]``.
 
-``?token=`` is accepted as well so IT can open the status page in a browser; docs/api.md says
-why that token should be one made for the purpose (it lands in the browser history).
+``?token=`` is accepted on the status page only, so IT can open it in a browser; docs/api.md
+says why that token should be one made for the purpose (it lands in the browser history).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from app.core.users import UserDirectory
 log = logging.getLogger(__name__)
 
 API_REFUSED = "api.refused"
+STATUS_PAGE = "/status"  # the one path that also takes ?token= (a browser cannot send the header)
 
 
 def presented_token(scope: Scope) -> str | None:
@@ -29,6 +30,8 @@ def presented_token(scope: Scope) -> str | None:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             return token.strip() if scheme.lower() == "bearer" else None
+    if scope.get("path") != STATUS_PAGE:  # a token in a URL lands in histories and logs: the page only
+        return None
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     tokens = query.get("token")
     return tokens[0] if tokens else None

@@ -53,6 +53,13 @@ def test_missing_or_wrong_token_is_refused_and_audited(served: Served, headers: 
     assert all(r["ip"] == "127.0.0.1" for r in refused)
 
 
+def test_a_token_in_the_url_is_taken_by_the_status_page_only(served: Served) -> None:
+    url, token = served.service.url, served.token
+    assert httpx.get(f"{url}/status?token={token}").status_code == 200
+    for path in ("/api/v1/worklist", "/dicomweb/studies", "/api/v1/status"):
+        _assert_refused(httpx.get(f"{url}{path}?token={token}"), served)
+
+
 def test_users_add_list_revoke(served: Served) -> None:
     added = _users(served, "add", "dr.house")
     assert added.returncode == 0, added.stderr
