@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,17 @@ class ApiClient:
             check(response, self.base_url)
             return response
         raise AssertionError("unreachable")
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A response read as it arrives (WADO-RS of a whole series); same errors as ``request``."""
+        headers = {**kwargs.pop("headers", {}), **self.auth_headers()}
+        try:
+            with self._http.stream(method, path, headers=headers, **kwargs) as response:
+                check(response, self.base_url)
+                yield response
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"{self.base_url} cannot be reached: {exc}") from exc
 
     def get_json(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params or None).json()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from email.message import Message
 from pathlib import Path
 
@@ -28,24 +29,45 @@ class CacheError(Exception):
     """What the service sent does not match what it listed (a missing or foreign instance)."""
 
 
-def split_multipart(body: bytes, content_type: str) -> list[bytes]:
-    """The bodies of a ``multipart/related`` message (RFC 2046): split on the boundary the
-    Content-Type names; each part's headers end at the first blank line."""
+def boundary_of(content_type: str) -> bytes:
     header = Message()
     header["content-type"] = content_type
     boundary = header.get_param("boundary")
     if not isinstance(boundary, str) or not boundary:
         raise CacheError(f"the service's answer is not multipart ({content_type!r})")
-    delimiter = b"--" + boundary.encode("ascii")
-    parts = []
-    for chunk in body.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):
-            break  # the close delimiter
-        head, sep, content = chunk.partition(b"\r\n\r\n")
-        if not sep:
-            continue
-        parts.append(content[:-2] if content.endswith(b"\r\n") else content)
-    return parts
+    return boundary.encode("ascii")
+
+
+def iter_parts(chunks: Iterable[bytes], boundary: bytes) -> Iterator[bytes]:
+    """The bodies of a ``multipart/related`` message (RFC 2046) as its chunks arrive, holding
+    one part at a time: a delimiter is CRLF + "--" + boundary (the first may lack the CRLF),
+    each part's headers end at its first blank line, "--" after a delimiter closes the message."""
+    delimiter = b"\r\n--" + boundary
+    buf = bytearray()
+    started = False
+    for chunk in chunks:
+        buf += chunk
+        if not started:
+            first = buf.find(b"--" + boundary)
+            if first < 0:
+                continue
+            del buf[:first + len(boundary) + 2]
+            started = True
+        while True:
+            if buf.startswith(b"--"):
+                return
+            head_end = buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                break
+            end = buf.find(delimiter, head_end + 4)
+            if end < 0:
+                break
+            yield bytes(buf[head_end + 4:end])
+            del buf[:end + len(delimiter)]
+
+
+def split_multipart(body: bytes, content_type: str) -> list[bytes]:
+    return list(iter_parts([body], boundary_of(content_type)))
 
 
 class SeriesCache:
@@ -70,18 +92,19 @@ class SeriesCache:
             return hit
         folder = self.series_dir(study_uid, series_uid)
         folder.mkdir(parents=True, exist_ok=True)
-        response = self.api.request("GET", f"/dicomweb/studies/{study_uid}/series/{series_uid}",
-                                    headers={"Accept": DICOM_PARTS}, timeout=max(self.api.timeout_s, 120.0))
         wanted = set(sop_uids)
         received = 0
-        for part in split_multipart(response.content, response.headers.get("content-type", "")):
-            sop = str(pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True,
-                                      specific_tags=["SOPInstanceUID"]).get("SOPInstanceUID", ""))
-            if sop not in wanted:
-                log.warning("WADO-RS sent instance %s that series %s does not list; ignored", sop, series_uid)
-                continue
-            write_atomically(folder / f"{sop}.dcm", part)
-            received += 1
+        with self.api.stream("GET", f"/dicomweb/studies/{study_uid}/series/{series_uid}",
+                             headers={"Accept": DICOM_PARTS}) as response:
+            boundary = boundary_of(response.headers.get("content-type", ""))
+            for part in iter_parts(response.iter_bytes(), boundary):   # one instance in memory at a time
+                sop = str(pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True,
+                                          specific_tags=["SOPInstanceUID"]).get("SOPInstanceUID", ""))
+                if sop not in wanted:
+                    log.warning("WADO-RS sent instance %s that series %s does not list; ignored", sop, series_uid)
+                    continue
+                write_atomically(folder / f"{sop}.dcm", part)
+                received += 1
         hit = self.cached(study_uid, series_uid, sop_uids)
         if hit is None:
             missing = [s for s in sop_uids if not (folder / f"{s}.dcm").is_file()]

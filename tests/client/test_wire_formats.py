@@ -7,7 +7,7 @@ import pytest
 from app.api.events_stream import sse
 from app.api.multipart import byte_parts, content_type, new_boundary
 from app.client.event_stream import ServerEvent, parse_sse
-from app.client.series_cache import CacheError, split_multipart
+from app.client.series_cache import CacheError, iter_parts, split_multipart
 
 
 def test_server_sent_events_are_parsed_as_the_service_writes_them():
@@ -27,5 +27,8 @@ def test_multipart_related_parts_come_back_byte_for_byte():
     parts = [b"DICM-one\r\n\r\nwith blank lines\r\n", b"", bytes(range(256)) * 40]
     body = b"".join(byte_parts([("application/dicom", p) for p in parts], boundary))
     assert split_multipart(body, content_type("application/dicom", boundary)) == parts
+    for size in (1, 7, 4096):   # as it arrives: delimiters and headers split across chunks
+        chunks = [body[i:i + size] for i in range(0, len(body), size)]
+        assert list(iter_parts(chunks, boundary.encode())) == parts
     with pytest.raises(CacheError):
         split_multipart(body, "application/dicom")
