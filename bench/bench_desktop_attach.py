@@ -1,6 +1,6 @@
 """Attached desktop vs embedded desktop (run by hand):
 
-    python3 bench/bench_desktop_attach.py [--studies 10000] [--sends 50] [--repeats 3] [--data DIR]
+    python3 bench/bench_desktop_attach.py [--studies 10000] [--sends 50] [--slices 300] [--repeats 3] [--data DIR]
 
 1. A 10,000-study worklist: time from attaching the window to all rows painted, embedded
    (rows from the local store) vs attached (rows over ``GET /api/v1/worklist`` from a real
@@ -8,6 +8,8 @@
 2. storescu sends a chest radiograph -> the row with its result is in the desktop's worklist
    model: p50/p95 over ``--sends`` sends, alternating an embedded desktop (Service in this
    process) and a desktop attached to a headless service, both with the built packs.
+3. A ``--slices``-slice 512x512 head CT with its overlay: "open" -> first image, embedded vs
+   attached with an empty cache (WADO-RS of the series) vs attached again (the cache).
 
 Real processes, real HTTP over loopback, real widgets (offscreen). Figures go to bench/README.md.
 """
@@ -149,6 +151,58 @@ def bench_e2e(app: QApplication, root: Path, sends: int, packs: Path) -> dict[st
     return out
 
 
+def first_image(app: QApplication, window: MainWindow, study_uid: str) -> float:
+    """Seconds from "open" to the first real image on screen."""
+    shown: list[float] = []
+    window.viewer.image_shown.connect(shown.append)
+    t = time.perf_counter()
+    window.open_study(study_uid)
+    wait(app, lambda: bool(shown), timeout=300)
+    elapsed = time.perf_counter() - t
+    window.viewer.image_shown.disconnect(shown.append)
+    window.viewer.close_series()
+    return elapsed
+
+
+def bench_ct(app: QApplication, root: Path, n: int, repeats: int) -> dict[str, list[float]]:
+    """A n-slice 512x512 CT with its BLAST-CT overlay: first image embedded, attached with an
+    empty cache (WADO-RS of the whole series), attached again (cache hit)."""
+    from bench_ui import fill_ct
+
+    service = HeadlessService(root / f"ct-{n}")
+    store = StudyStore(service.data_dir)
+    studies = store.list_studies()
+    study_uid = studies[0].study_uid if studies else fill_ct(store, n).study_uid
+    service.start()
+    token = service.users_add(f"bench{time.time_ns()}")
+    config = Config(data_dir=root / "desk-data", cache_dir=root / "desk-cache")
+    out: dict[str, list[float]] = {"embedded": [], "attached_cold": [], "attached_warm": []}
+    try:
+        for k in range(repeats):
+            window = MainWindow(config, None, device_choices=None)
+            window.resize(1600, 1000)
+            window.show()
+            window.attach_backend(store, EventHub())
+            wait(app, lambda: window.model.rowCount() == 1)
+            out["embedded"].append(first_image(app, window, study_uid))
+            window.shutdown()
+            remote = RemoteService(service.url, token, root / f"ct-cache-{time.time_ns()}")  # empty cache
+            remote.start()
+            window = MainWindow(config, None, device_choices=None)
+            window.resize(1600, 1000)
+            window.show()
+            window.attach_backend(remote.store, remote.hub, worklist=remote.worklist)
+            wait(app, lambda: window.model.rowCount() == 1)
+            out["attached_cold"].append(first_image(app, window, study_uid))
+            out["attached_warm"].append(first_image(app, window, study_uid))
+            window.shutdown()
+            remote.stop()
+    finally:
+        service.stop()
+        store.close()
+    return out
+
+
 def _models(service):
     from ui.status_bar import to_model_states
 
@@ -161,7 +215,8 @@ def main() -> int:
     ap.add_argument("--sends", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--data", type=Path, help="keep data here (the 10,000-study store is reused)")
-    ap.add_argument("--skip", choices=["worklist", "e2e"], action="append", default=[])
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--skip", choices=["worklist", "e2e", "ct"], action="append", default=[])
     args = ap.parse_args()
     root = args.data or Path(tempfile.mkdtemp(prefix="firstlook-attach-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -173,6 +228,11 @@ def main() -> int:
             print(f"  {name:9} median {statistics.median(values):.3f}  runs {', '.join(f'{v:.3f}' for v in values)}")
         ratio = statistics.median(figures["attached"]) / statistics.median(figures["embedded"])
         print(f"  attached / embedded: {ratio:.2f}x")
+    if "ct" not in args.skip:
+        figures = bench_ct(app, root, args.slices, args.repeats)
+        print(f"{args.slices}-slice 512x512 CT, open -> first image (s), {args.repeats} runs:")
+        for name, values in figures.items():
+            print(f"  {name:13} median {statistics.median(values):.3f}  runs {', '.join(f'{v:.3f}' for v in values)}")
     if "e2e" not in args.skip:
         figures = bench_e2e(app, root, args.sends, packs_path())
         print(f"storescu chest radiograph -> row with result in the desktop, {args.sends} sends each (s):")
