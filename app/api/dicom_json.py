@@ -6,6 +6,8 @@ encoded with ``Dataset.to_json_dict``; pixel data becomes a ``BulkDataURI`` to i
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,32 @@ def pick(source: Dataset, keywords: tuple[str, ...], extra: set[int]) -> Dataset
         if tag in source and not Tag(tag).group == 0x0002:
             out[tag] = source[tag]
     return out
+
+
+class HeaderJsonCache:
+    """The picked attributes of stored headers as DICOM JSON, kept for repeated QIDO searches
+    (a 1,000-study search reads 1,000 headers once). Keyed by the file's path, size and mtime,
+    so a replaced instance is read again; bounded (least recently used goes first)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def picked(self, path: Path, keywords: tuple[str, ...], extra: set[int]) -> dict[str, Any]:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns, keywords, frozenset(extra))
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                return dict(found)
+        value = to_json(pick(read_header(path), keywords, extra))
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return dict(value)
 
 
 def to_json(ds: Dataset) -> dict[str, Any]:

@@ -18,7 +18,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.api.context import ApiContext
-from app.api.dicom_json import INSTANCE_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, parse_tag, pick, read_header, to_json
+from app.api.dicom_json import (
+    INSTANCE_KEYWORDS,
+    SERIES_KEYWORDS,
+    STUDY_KEYWORDS,
+    HeaderJsonCache,
+    parse_tag,
+    pick,
+    read_header,
+    to_json,
+)
 from app.core.store.records import SeriesRecord, StudyRecord
 
 log = logging.getLogger(__name__)
@@ -117,6 +126,7 @@ class Qido:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
         self.store = ctx.store
+        self.headers = HeaderJsonCache()
 
     def _first_path(self, series_uid: str):  # type: ignore[no-untyped-def]
         paths = self.store.series_files(series_uid)
@@ -128,19 +138,20 @@ class Qido:
     # -- studies ---------------------------------------------------------------------------------
     def study_json(self, request: Request, study: StudyRecord, extra: set[int]) -> dict[str, Any] | None:
         series = self.store.list_series(study.study_uid)
-        ds = Dataset()
+        out: dict[str, Any] = {}
         for s in series:
             path = self._first_path(s.series_uid)
             if path is not None:
-                ds = pick(read_header(path), STUDY_KEYWORDS, extra)
+                out = self.headers.picked(path, STUDY_KEYWORDS, extra)
                 break
+        ds = Dataset()
         ds.StudyInstanceUID = study.study_uid
-        modalities = sorted({s.modality for s in series if s.modality})
-        ds.ModalitiesInStudy = modalities
+        ds.ModalitiesInStudy = sorted({s.modality for s in series if s.modality})
         ds.NumberOfStudyRelatedSeries = len(series)
         ds.NumberOfStudyRelatedInstances = study.n_instances
         ds.add_new(0x00081190, "UR", f"{self._base(request)}/studies/{study.study_uid}")
-        return to_json(ds)
+        out.update(to_json(ds))
+        return out
 
     def search_studies(self, request: Request) -> Response:
         try:
@@ -157,12 +168,14 @@ class Qido:
     # -- series ----------------------------------------------------------------------------------
     def series_json(self, request: Request, series: SeriesRecord, extra: set[int]) -> dict[str, Any]:
         path = self._first_path(series.series_uid)
-        ds = pick(read_header(path), SERIES_KEYWORDS + STUDY_KEYWORDS, extra) if path is not None else Dataset()
+        out = self.headers.picked(path, SERIES_KEYWORDS + STUDY_KEYWORDS, extra) if path is not None else {}
+        ds = Dataset()
         ds.SeriesInstanceUID = series.series_uid
         ds.StudyInstanceUID = series.study_uid
         ds.NumberOfSeriesRelatedInstances = series.n_instances
         ds.add_new(0x00081190, "UR", f"{self._base(request)}/studies/{series.study_uid}/series/{series.series_uid}")
-        return to_json(ds)
+        out.update(to_json(ds))
+        return out
 
     def _series_matches(self, request: Request, s: SeriesRecord) -> bool:
         for key, value in request.query_params.multi_items():
