@@ -5,7 +5,8 @@
 #   ./uninstall.sh --root DIR [--purge]     undo an install staged with install.sh --root DIR
 #
 # --purge also deletes /etc/firstlook, /var/lib/firstlook (every stored study and result),
-# /var/cache/firstlook, /var/log/firstlook and the firstlook user. Back up first.
+# /var/cache/firstlook, /var/log/firstlook, the firstlook user and the firstlook-desktop group.
+# Back up first.
 set -eu
 
 PREFIX=/opt/firstlook
@@ -52,7 +53,10 @@ if [ "$PURGE" -eq 1 ]; then
   if [ "$SERVICE_ACTIONS" -eq 1 ] && id firstlook >/dev/null 2>&1; then
     userdel firstlook >/dev/null 2>&1 || true
   fi
-  say "purged configuration, data, cache, logs and the firstlook user"
+  if [ "$SERVICE_ACTIONS" -eq 1 ] && getent group firstlook-desktop >/dev/null 2>&1; then
+    groupdel firstlook-desktop >/dev/null 2>&1 || true
+  fi
+  say "purged configuration, data, cache, logs, the firstlook user and the firstlook-desktop group"
 else
   say "kept $ROOT/etc/firstlook, $ROOT/var/lib/firstlook (studies) and $ROOT/var/log/firstlook; --purge deletes them"
 fi
