@@ -1,5 +1,6 @@
 """Which service a desktop uses: a configured server, a service already running on this
-machine (its API answers on 127.0.0.1:api_port and its local token file is readable), or,
+machine (its API answers on 127.0.0.1:api_port and its local token file is readable; the
+installed service's token file alone is enough, systemd removes it when the service stops), or,
 with neither, the embedded service in this process, as a single workstation always had.
 """
 
@@ -14,6 +15,7 @@ from typing import Callable
 import httpx
 
 from app.client.remote_service import RemoteService
+from app.core import config as config_module
 from app.core.config import Config, ConfigError
 from app.core.service_api import DesktopService
 
@@ -66,7 +68,12 @@ def find_server(config: Config, probe_timeout_s: float = 1.0) -> ServerTarget | 
     verify = str(config.tls_cert) if config.api_tls and config.tls_cert else True
     url = f"{scheme}://127.0.0.1:{config.api_port}"
     if not _local_answers(url, local_token, verify, probe_timeout_s):
-        return None
+        if config.token_file == config_module.SYSTEM_TOKEN_FILE:
+            # systemd removes /run/firstlook when the service stops: it is starting. Attach and
+            # retry rather than start a second node and store next to it.
+            log.info("the installed service does not answer yet; attaching and retrying")
+            return ServerTarget(url, local_token, verify, config.token_file)
+        return None  # a token file a stopped service left behind
     return ServerTarget(url, local_token, verify, config.token_file)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from app.client import RemoteService, choose_service, find_server
 from app.client.api_client import TokenRefused
+from app.core import config as config_module
 from app.core.config import Config, ConfigError
 from app.core.service_api import DesktopService, StudyReader, WorklistSource
 from tests.support import free_port
@@ -65,3 +66,17 @@ def test_the_desktop_attaches_to_the_local_service_and_a_wrong_token_is_refused(
         wrong.stop()
     finally:
         service.stop()
+
+
+def test_the_installed_services_token_file_attaches_even_while_it_starts(tmp_path: Path, monkeypatch):
+    """/run/firstlook/local-token exists only while systemd runs the service: a desktop started
+    during the service's start attaches and retries instead of opening a second node."""
+    system_file = tmp_path / "run" / "local-token"
+    system_file.parent.mkdir()
+    system_file.write_text("token\n")
+    monkeypatch.setattr(config_module, "SYSTEM_TOKEN_FILE", system_file)
+    config = desktop_config(tmp_path, api_port=free_port())
+    assert config.token_file == system_file
+    target = find_server(config)
+    assert target is not None and target.url == f"http://127.0.0.1:{config.api_port}"
+    assert target.token_file == system_file
