@@ -469,6 +469,19 @@ class _Runner:
 
         self.guarded("configured node port", port)
 
+        def api_port() -> tuple[str, str]:
+            where = f"{self.config.api_bind}:{self.config.api_port}"
+            scheme = "https" if self.config.api_tls else "http"
+            with socket.socket(socket.AF_INET6 if ":" in self.config.api_bind else socket.AF_INET) as sock:
+                try:
+                    sock.bind((self.config.api_bind, self.config.api_port))
+                    return INFO, f"{where} is free for the HTTP API ({scheme})"
+                except OSError as exc:
+                    return INFO, (f"{where} is in use ({exc.strerror}); expected while the FirstLook service "
+                                  f"serves its API there ({scheme}://{where}/status)")
+
+        self.guarded("configured API port", api_port)
+
 
 def run_self_test(config: Config, options: SelfTestOptions | None = None,
                   specs: ModelSpecs | None = None) -> SelfTestReport:

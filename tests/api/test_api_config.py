@@ -140,3 +140,24 @@ def test_an_index_from_before_the_users_table_gains_it(tmp_path: Path) -> None:
         assert users.check(token).user == "alice" and users.check("fl_other").refusal == "unknown token"
     finally:
         store.close()
+
+
+def test_the_self_test_reports_the_api_port(tmp_path: Path) -> None:
+    import socket
+
+    from app.commands.selftest import INFO, SelfTestOptions, run_self_test
+
+    options = SelfTestOptions(devices=[], report_dir=tmp_path / "logs")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        config = Config(data_dir=tmp_path / "data", packs_dir=tmp_path / "no-packs", min_free_mb=0,
+                        port=free_port(), api_port=taken)
+        (check,) = [c for c in run_self_test(config, options).checks if c.name == "configured API port"]
+    assert check.status == INFO and f"127.0.0.1:{taken} is in use" in check.detail and "/status" in check.detail
+    free = free_port()
+    (check,) = [c for c in run_self_test(Config(data_dir=tmp_path / "data", packs_dir=tmp_path / "no-packs",
+                                                min_free_mb=0, port=free_port(), api_port=free), options).checks
+                if c.name == "configured API port"]
+    assert check.status == INFO and check.detail == f"127.0.0.1:{free} is free for the HTTP API (http)"
