@@ -161,3 +161,50 @@ def test_the_self_test_reports_the_api_port(tmp_path: Path) -> None:
                                                 min_free_mb=0, port=free_port(), api_port=free), options).checks
                 if c.name == "configured API port"]
     assert check.status == INFO and check.detail == f"127.0.0.1:{free} is free for the HTTP API (http)"
+
+
+# Inside a private network namespace (only loopback exists, so 0.0.0.0 reaches nothing else):
+# the service bound to every address with TLS serves HTTPS, and the plain variant is refused.
+BEYOND_LOOPBACK = r"""
+import json, ssl, subprocess, sys, time
+import httpx
+from tests.support import free_port
+cert, key, work = sys.argv[1:4]
+common = [sys.executable, "-m", "app", "--config", work + "/absent.toml", "--headless", "--data-dir", work + "/data",
+          "--packs-dir", work + "/no-packs", "--port", str(free_port()), "--min-free-mb", "0", "--api-bind", "0.0.0.0"]
+plain = subprocess.run(common + ["--api-port", str(free_port())], capture_output=True, text=True, timeout=60)
+api_port = free_port()
+proc = subprocess.Popen(common + ["--api-port", str(api_port), "--api-tls", "--tls-cert", cert, "--tls-key", key,
+                                  "--tls-port", str(free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+status = None
+try:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and status is None:
+        try:
+            token = open(work + "/data/api/local-token").read().strip()
+            status = httpx.get(f"https://127.0.0.1:{api_port}/api/v1/status", headers={"Authorization": "Bearer " + token},
+                               verify=ssl.create_default_context(cafile=cert)).json()
+        except (OSError, httpx.HTTPError):
+            time.sleep(0.2)
+finally:
+    proc.terminate()
+    proc.wait(60)
+print(json.dumps({"plain_code": plain.returncode, "plain_err": plain.stderr, "status": status}))
+"""
+
+
+def test_bound_beyond_loopback_with_tls_serves_https(tmp_path: Path) -> None:
+    import json
+
+    from tests.support.orthanc import in_private_network
+
+    cert, key = _self_signed(tmp_path)
+    done = subprocess.run(in_private_network([sys.executable, "-c", BEYOND_LOOPBACK, str(cert), str(key),
+                                              str(tmp_path)]),
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["plain_code"] == 2 and "must use TLS" in result["plain_err"]
+    assert result["status"] is not None and result["status"]["user"] == "local"
+    assert result["status"]["node"]["listening"] is True
