@@ -68,13 +68,13 @@ def interrupt(response: httpx.Response) -> None:
 
 
 class EventStream:
-    """Calls ``on_event`` for every server event, ``on_link(connected, reason)`` whenever the
+    """Calls ``on_event`` for every server event, ``on_link(connected, reason, retrying)`` whenever the
     link comes up or goes down; both on the stream's own thread. A refused token the user typed
-    stops the stream (``on_link(False, reason)`` once; retrying would only fill the server's
+    stops the stream (``on_link(False, reason, False)`` once; retrying would only fill the server's
     audit log); one from the local token file is read again at each retry."""
 
     def __init__(self, api: ApiClient, on_event: Callable[[ServerEvent], None],
-                 on_link: Callable[[bool, str], None], read_timeout_s: float = 30.0,
+                 on_link: Callable[[bool, str, bool], None], read_timeout_s: float = 30.0,
                  backoff_s: tuple[float, float] = (0.2, 2.0)) -> None:
         self.api = api
         self.on_event = on_event
@@ -121,12 +121,12 @@ class EventStream:
                             if event.name == "hello":
                                 backoff = self.first_backoff_s
                                 up = True
-                                self.on_link(True, "")
+                                self.on_link(True, "", False)
                             self.on_event(event)
                     reason = "the service closed the event stream"
                 except TokenRefused as exc:
                     if self.api.token_file is None:  # a typed token stays wrong: say so once
-                        self.on_link(False, str(exc))
+                        self.on_link(False, str(exc), False)
                         return
                     self.api.refresh_token()  # a restarting service rewrites its token file
                     reason = str(exc)
@@ -140,6 +140,6 @@ class EventStream:
                 if up is not False:
                     log.warning("event stream from %s lost: %s; retrying", self.api.base_url, reason)
                     up = False
-                    self.on_link(False, reason)
+                    self.on_link(False, reason, True)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)

@@ -122,7 +122,7 @@ class RemoteService:
         return int(self.status().get("queue_length") or 0)
 
     # -- live events (event-stream thread) -------------------------------------------------
-    def _on_link(self, connected: bool, reason: str) -> None:
+    def _on_link(self, connected: bool, reason: str, retrying: bool) -> None:
         if connected:
             self.store.forget()  # events may have been missed while the link was down
             self.hub.publish(ServiceConnection(True, f"connected to {self.base_url}"))
@@ -132,7 +132,8 @@ class RemoteService:
             except Exception as exc:  # the link is up; the node label waits for the next event
                 log.warning("cannot read the service's status: %s", exc)
         else:
-            self.hub.publish(ServiceConnection(False, f"disconnected, retrying ({reason})"))
+            message = f"disconnected, retrying ({reason})" if retrying else f"disconnected: {reason}"
+            self.hub.publish(ServiceConnection(False, message))
             self.hub.publish(NodeStatus(False, "unknown while the service is not reachable"))
 
     def _on_event(self, event: ServerEvent) -> None:

@@ -3,6 +3,7 @@ answers with the local token file), else the embedded one, as a single workstati
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from app.client import RemoteService, choose_service, find_server
 from app.client.api_client import TokenRefused
 from app.core import config as config_module
 from app.core.config import Config, ConfigError
+from app.core.events import ServiceConnection
 from app.core.service_api import DesktopService, StudyReader, WorklistSource
 from tests.support import free_port
 from tests.support.api_service import HeadlessService
@@ -80,3 +82,31 @@ def test_the_installed_services_token_file_attaches_even_while_it_starts(tmp_pat
     target = find_server(config)
     assert target is not None and target.url == f"http://127.0.0.1:{config.api_port}"
     assert target.token_file == system_file
+
+
+def test_a_revoked_reader_is_told_so_and_not_retried(tmp_path: Path):
+    service = HeadlessService(tmp_path / "server").start()
+    client = RemoteService(service.url, service.users_add("leaver"), tmp_path / "cache")
+    links: list[ServiceConnection] = []
+    client.hub.subscribe(lambda e: links.append(e) if isinstance(e, ServiceConnection) else None)
+    try:
+        assert client.start()
+        wait_for(lambda: links and links[-1].connected)
+        service.users_revoke("leaver")
+        with pytest.raises(TokenRefused):
+            client.worklist.rows()
+        service.stop()   # the open event stream ends; its reconnection is refused
+        service.start()
+        wait_for(lambda: links and "refused the token" in links[-1].message)
+        assert not links[-1].connected and "retrying" not in links[-1].message
+        wait_for(lambda: not client.events.alive)   # no retry loop filling the audit log
+    finally:
+        client.stop()
+        service.stop()
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.05)

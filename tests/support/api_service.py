@@ -81,6 +81,12 @@ class HeadlessService:
         assert out.returncode == 0, out.stderr
         return out.stdout.strip().splitlines()[-1].strip()
 
+    def users_revoke(self, name: str) -> None:
+        out = subprocess.run([sys.executable, "-m", "app", "--config", str(self.root / "absent.toml"),
+                              "--data-dir", str(self.data_dir), "users", "revoke", name],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+
     def storescu(self, *files: Path) -> None:
         sent = subprocess.run([dcmtk("storescu"), "-aec", "FIRSTLOOK", "127.0.0.1", str(self.port),
                                *map(str, files)], capture_output=True, text=True, env=dcmtk_env(), timeout=120)
