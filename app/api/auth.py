@@ -16,12 +16,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.core.audit import AuditLog
+from app.core.audit import API_REFUSED, AuditLog
 from app.core.users import UserDirectory
 
 log = logging.getLogger(__name__)
 
-API_REFUSED = "api.refused"
 STATUS_PAGE = "/status"  # the one path that also takes ?token= (a browser cannot send the header)
 
 

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from app.api.context import ApiContext
 from app.api.status import status_snapshot
+from app.core.audit import API_REVIEWED_CHANGED, API_STUDY_OPENED
 from app.core.events import ReviewedChanged
 from app.core.uids import is_valid_uid
 from app.core.worklist import build_rows, row_for_study
@@ -24,8 +25,6 @@ from app.core.worklist_json import result_to_json, row_to_json, series_to_json, 
 
 log = logging.getLogger(__name__)
 
-STUDY_OPENED = "api.study_opened"
-REVIEWED_CHANGED = "api.reviewed_changed"
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -71,7 +70,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             series.append({"series": series_to_json(s), "sop_uids": sops,
                            "result": result_to_json(result) if result else None, "overlay_url": overlay})
         row = row_for_study(store, uid)
-        ctx.audit.append(STUDY_OPENED, user=user_of(request), ip=peer_of(request), study_uid=uid,
+        ctx.audit.append(API_STUDY_OPENED, user=user_of(request), ip=peer_of(request), study_uid=uid,
                          series=len(series), via="api")
         return JSONResponse({"study": study_to_json(record), "row": row_to_json(row) if row else None,
                              "series": series, "results": [result_to_json(r) for r in results.values()]})
@@ -114,7 +113,7 @@ def routes(ctx: ApiContext) -> list[Route]:
         record = store.get_study(uid)
         reviewed_at = record.reviewed_at if record else None
         user = user_of(request)
-        ctx.audit.append(REVIEWED_CHANGED, user=user, ip=peer_of(request), study_uid=uid, reviewed=flag)
+        ctx.audit.append(API_REVIEWED_CHANGED, user=user, ip=peer_of(request), study_uid=uid, reviewed=flag)
         ctx.hub.publish(ReviewedChanged(uid, flag, reviewed_at, user))
         row = row_for_study(store, uid)
         return JSONResponse({"study_uid": uid, "reviewed": flag, "reviewed_at": reviewed_at,

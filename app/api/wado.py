@@ -22,11 +22,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from app.api.context import ApiContext
 from app.api.dicom_json import instance_metadata
 from app.api.multipart import byte_parts, content_type, file_parts, new_boundary
+from app.core.audit import API_RETRIEVED
 from app.core.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
 
-RETRIEVED = "api.retrieved"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
@@ -64,7 +64,7 @@ class Wado:
 
     def _audit(self, request: Request, what: str, rows: list[dict[str, Any]]) -> None:
         client = request.client.host if request.client else "?"
-        self.ctx.audit.append(RETRIEVED, user=str(request.scope.get("user", "")), ip=client, what=what,
+        self.ctx.audit.append(API_RETRIEVED, user=str(request.scope.get("user", "")), ip=client, what=what,
                               study_uid=rows[0]["study_uid"],
                               series=sorted({r["series_uid"] for r in rows}), instances=len(rows))
 

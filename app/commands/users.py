@@ -10,13 +10,10 @@ import datetime
 import os
 import sys
 
-from app.core.audit import AuditLog, os_user
+from app.core.audit import API_USER_ADDED, API_USER_REVOKED, AuditLog, os_user
 from app.core.config import Config
 from app.core.store import StudyStore
 from app.core.users import UserDirectory, UserError
-
-USER_ADDED = "admin.api_user_added"
-USER_REVOKED = "admin.api_user_revoked"
 
 
 def _when(t: float | None) -> str:
@@ -33,12 +30,12 @@ def run_users(config: Config, action: str, name: str | None) -> int:
             if action == "add":
                 assert name is not None
                 token = users.add(name)
-                audit.append(USER_ADDED, user=name, **who)
+                audit.append(API_USER_ADDED, user=name, **who)
                 sys.stdout.write(f"user {name} added; give them this token (it is not shown again):\n{token}\n")
             elif action == "revoke":
                 assert name is not None
                 users.revoke(name)
-                audit.append(USER_REVOKED, user=name, **who)
+                audit.append(API_USER_REVOKED, user=name, **who)
                 sys.stdout.write(f"user {name} revoked: their token no longer works\n")
             else:
                 listed = users.list()

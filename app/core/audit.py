@@ -32,6 +32,13 @@ ASSOCIATION_REJECTED = "dicom.association_rejected"
 TLS_REFUSED = "dicom.tls_refused"
 STUDY_OPENED = "viewer.study_opened"
 STUDIES_LISTED = "admin.studies_listed"
+# The HTTP API (app/api): ``user`` is the API user (``local`` for the local token file).
+API_STUDY_OPENED = "api.study_opened"
+API_REVIEWED_CHANGED = "api.reviewed_changed"
+API_RETRIEVED = "api.retrieved"          # instances or metadata sent through WADO-RS
+API_REFUSED = "api.refused"              # no, unknown or revoked token
+API_USER_ADDED = "admin.api_user_added"
+API_USER_REVOKED = "admin.api_user_revoked"
 
 
 def os_user() -> str:
