@@ -323,13 +323,16 @@ class MainWindow(QMainWindow):
         if self.store is None:
             self.status.set_service_message("The study store is not open yet.")
             return
-        self._audit_opened(self.store, study_uid)
+        if isinstance(self.store, StudyStore):
+            self._audit_opened(self.store, study_uid)
+        # else attached: the service records the opening with the reader's API user (and asking it
+        # for the counts here would block the GUI thread on the network)
         self.viewer.open_study(self.store, study_uid)
         self.tabs.setCurrentWidget(self.viewer)
         self.viewer.canvas.setFocus()
 
     @staticmethod
-    def _audit_opened(store: StudyReader, study_uid: str) -> None:
+    def _audit_opened(store: StudyStore, study_uid: str) -> None:
         """Who opened which study (audit log, synchronous: a queued record could be lost when
         the window closes; one small fsynced append per opening is imperceptible)."""
         try:

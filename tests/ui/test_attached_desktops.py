@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.client import RemoteService, choose_service
+from app.core.audit import AuditLog
 from app.core.config import Config
 from app.core.service_api import DesktopService
 from tests.support.api_service import HeadlessService
@@ -85,6 +86,10 @@ def test_two_desktops_follow_one_service_and_survive_its_restart(qtbot, tmp_path
         qtbot.waitUntil(lambda: first.window.viewer.state.opened is not None, timeout=15000)
         cached = list((tmp_path / "desk0" / "cache").rglob("*.dcm"))
         assert len(cached) == 1 and cached[0].read_bytes() == next(service.data_dir.rglob("*.dcm")).read_bytes()
+        # The opening is audited where the records are, with the reader's API user.
+        opened = [r for r in AuditLog(service.data_dir).records() if r.get("event") == "api.study_opened"]
+        assert [(r["user"], r["study_uid"]) for r in opened] == [("reader1", study_uid)]
+        assert not list((tmp_path / "desk0").rglob("audit.log"))
 
         # The service goes away: both say so, and keep what they show.
         service.stop()
