@@ -149,8 +149,9 @@ class Config:
             raise ConfigError(f"api_bind must be an IP address such as 127.0.0.1 or 0.0.0.0, not {self.api_bind!r}.") from None
         if not isinstance(self.api_port, int) or isinstance(self.api_port, bool) or not 1 <= self.api_port <= 65535:
             raise ConfigError(f"api_port must be a whole number from 1 to 65535, not {self.api_port!r}.")
-        if self.api_port in (self.port, self.tls_port if self.tls_cert is not None else None):
-            raise ConfigError(f"api_port {self.api_port} is also a DICOM port; give the API its own port (11113 is usual).")
+        # api_port equal to a DICOM port is not refused here: a desktop's configuration from before the
+        # API may use 11113 for its embedded node, which serves no API; the headless service that
+        # would bind both says "HTTP API not started: cannot listen on ..." at start.
         if not isinstance(self.api_tls, bool):
             raise ConfigError(f"api_tls must be true or false, not {self.api_tls!r}.")
         if self.api_tls and self.tls_cert is None:

@@ -40,7 +40,6 @@ def _one_sentence(message: str) -> None:
     ({"api_tls": True}, "api_tls needs tls_cert and tls_key"),
     ({"api_bind": "server.local"}, "api_bind must be an IP address"),
     ({"api_port": 0}, "api_port must be a whole number"),
-    ({"api_port": 11112}, "api_port 11112 is also a DICOM port"),
     ({"api_tls": "yes"}, "api_tls must be true or false"),
 ])
 def test_api_settings_that_cannot_work_are_one_sentence(tmp_path: Path, values: dict, needle: str) -> None:
@@ -74,6 +73,17 @@ def test_headless_beyond_loopback_without_tls_refuses_with_one_sentence(tmp_path
     assert line.startswith("firstlook: api_bind 0.0.0.0 reaches beyond this machine, so the API must use TLS")
     _one_sentence(line.removeprefix("firstlook: "))
     assert not (tmp_path / "data").exists()  # refused before anything was opened
+
+
+def test_headless_with_the_api_on_the_dicom_port_says_so(tmp_path: Path) -> None:
+    port = free_port()
+    done = subprocess.run([sys.executable, "-m", "app", "--config", str(tmp_path / "absent.toml"), "--headless",
+                           "--data-dir", str(tmp_path / "data"), "--packs-dir", str(tmp_path / "no-packs"),
+                           "--port", str(port), "--api-port", str(port)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"HTTP API not started: cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+    assert Config(data_dir=tmp_path, port=11113).validate().api_port == 11113  # an old desktop config still loads
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
