@@ -16,12 +16,18 @@ import threading
 import time
 from types import FrameType
 
+from app.core.audit import AuditLog
 from app.core.config import Config, ConfigError
-from app.core.events import AssociationEnded, DiskSpaceChanged, Event, EventHub, InstanceStored, NodeStatus, SeriesReady
+from app.core.events import (AssociationEnded, DiskSpaceChanged, Event, EventHub, InstanceStored, NodeStatus,
+                             ResultStored, SendStateChanged, SeriesReady)
 from app.core.models import ModelSpecs, default_specs
 from app.core.readiness import SeriesReadinessTracker
 from app.core.service_api import ModelStatusView
+from app.core.outbox.result_outbox import ObjectBuilder, ResultOutbox
+from app.core.outbox.worker import OutboxWorker
 from app.core.store import LowDiskSpace, StudyStore
+from dicom_node.sender import StoreSender
+from dicom_node.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +35,10 @@ log = logging.getLogger(__name__)
 class Service:
     """FirstLook's headless core; the desktop UI builds one of these and subscribes to ``hub``."""
 
-    def __init__(self, config: Config, hub: EventHub | None = None, specs: ModelSpecs | None = None) -> None:
+    def __init__(self, config: Config, hub: EventHub | None = None, specs: ModelSpecs | None = None,
+                 object_builder: ObjectBuilder | None = None) -> None:
+        """``object_builder`` builds the DICOM objects sent to PACS (default:
+        ``app.core.pacs_objects.build_result_objects``)."""
         from app.core.pipeline import Pipeline  # the pipeline pulls in OpenVINO; import it only here
         from dicom_node.scp import StorageSCP
 
@@ -41,7 +50,16 @@ class Service:
         self.store = StudyStore(config.data_dir, min_free_bytes=config.min_free_mb << 20)
         self.readiness = SeriesReadinessTracker(config.quiet_period_s, self._series_ready)
         self.specs = specs if specs is not None else default_specs()  # the models this service routes to
-        self.pipeline = Pipeline(config, self.store, self.hub, specs=self.specs)
+        if object_builder is None:
+            from app.core.pacs_objects import build_result_objects as object_builder
+        self.audit = AuditLog(config.data_dir)
+        self.outbox = ResultOutbox(self.store, self.specs, lambda: config.destinations, object_builder,
+                                   config.uid_root)
+        self.outbox_worker = OutboxWorker(
+            self.store, config.destinations, StoreSender(config.ae_title, lambda: client_context(config)),
+            self.audit, config.ae_title, config.send_retry_s, config.send_retry_max_s,
+            on_change=lambda study_uid: self.hub.publish(SendStateChanged(study_uid)))
+        self.pipeline = Pipeline(config, self.store, self.hub, specs=self.specs, outbox=self.outbox)
         self.scp = StorageSCP(config, self.store, self.hub)
         self.hub.subscribe(self._node_event)
         self._node_message = ""
@@ -59,6 +77,8 @@ class Service:
             self.readiness.association_ended(event.association, event.released)
         elif isinstance(event, DiskSpaceChanged):
             self._space_changed(event.message if event.refusing else None)
+        elif isinstance(event, ResultStored):
+            self.outbox_worker.notify()  # its objects (if any) were queued with it
 
     def _series_ready(self, event: SeriesReady) -> None:
         """Series ready -> persistent job -> event -> pipeline; the job row survives a crash."""
@@ -82,7 +102,9 @@ class Service:
         fd = os.open(self._running_marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as marker:
             marker.write(f"{os.getpid()}\n")
+        self.outbox.recover()  # before the pipeline: interrupted sends re-queued, uncommitted objects removed
         self.pipeline.start()  # re-queues jobs a crash left running
+        self.outbox_worker.start()
         # Readiness lives in memory: series received before a crash whose release or quiet
         # period never came (or that grew after their last analysis) start a quiet period now.
         unready = self.store.series_needing_analysis()
@@ -146,6 +168,14 @@ class Service:
     def queue_length(self) -> int:
         return self.pipeline.queue_length()
 
+    def send_study(self, study_uid: str) -> int:
+        """"Send to PACS": queue the study's objects to every destination now (built first if
+        they never were); returns the sends queued (0: no destination or nothing analysed)."""
+        queued = self.outbox.resend_study(study_uid)
+        self.outbox_worker.notify()
+        self.hub.publish(SendStateChanged(study_uid))
+        return queued
+
     def stop(self, timeout: float = 30.0) -> None:
         """Node first (finishes in-flight writes), then readiness (flushes pending series
         to the persistent job queue), then the pipeline."""
@@ -158,6 +188,7 @@ class Service:
         self.hub.publish(NodeStatus(False, "stopped"))
         self.readiness.stop(flush=True)
         self.pipeline.stop(timeout)
+        self.outbox_worker.stop(timeout)  # a send cut short stays 'sending' and is re-queued at the next start
         self.store.close()
         self._running_marker.unlink(missing_ok=True)
 

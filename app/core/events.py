@@ -61,6 +61,13 @@ class ResultStored:
 
 
 @dataclass(frozen=True)
+class SendStateChanged:
+    """The outbox sent (or failed to send) objects of a study, or queued them (outbox worker thread)."""
+
+    study_uid: str
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     listening: bool
     message: str  # "FIRSTLOOK on 127.0.0.1:11112" or the error that stopped it
@@ -78,7 +85,8 @@ class DiskSpaceChanged:
     message: str  # why it refuses (the store's words); empty once it accepts again
 
 
-Event = InstanceStored | SeriesReady | AnalysisStarted | ResultStored | NodeStatus | AssociationEnded | DiskSpaceChanged
+Event = (InstanceStored | SeriesReady | AnalysisStarted | ResultStored | NodeStatus | AssociationEnded | DiskSpaceChanged
+         | SendStateChanged)
 Subscriber = Callable[[Event], None]
 
 

@@ -163,9 +163,10 @@ def test_a_data_dir_from_the_release_before_schema_versions_opens_intact(old_dat
 
     store = StudyStore(data_dir)
     after = _raw(data_dir / "index.sqlite3")
-    assert after["user_version"] == 1                 # recorded as schema 1 ...
-    assert after["schema"] == before["schema"]        # ... without changing the schema ...
-    assert after["rows"] == before["rows"]            # ... or any row
+    assert after["user_version"] == latest_version()  # recorded as schema 1, then upgraded ...
+    assert set(before["schema"]) <= set(after["schema"])  # ... without changing the old schema ...
+    assert {t: rows for t, rows in after["rows"].items() if t in before["rows"]} == before["rows"]  # ... or any row
+    assert all(rows == [] for t, rows in after["rows"].items() if t not in before["rows"])  # later tables empty
     assert _files(data_dir) == files_before           # the files, superseded copy and audit log untouched
 
     studies = {s.study_uid: s for s in store.list_studies()}
@@ -202,7 +203,7 @@ def test_a_data_dir_from_the_release_before_schema_versions_opens_intact(old_dat
     store.close()
 
     again = StudyStore(data_dir)                       # a second open changes nothing
-    assert _raw(data_dir / "index.sqlite3")["user_version"] == 1 and len(again.list_studies()) == 2
+    assert _raw(data_dir / "index.sqlite3")["user_version"] == latest_version() and len(again.list_studies()) == 2
     again.close()
 
 
@@ -239,21 +240,23 @@ def test_a_failed_upgrade_leaves_the_index_as_it_was(tmp_path: Path) -> None:
     store.close()
     db = data_dir / "index.sqlite3"
     before = _raw(db)
-    good = Migration(2, "0002_sent_results.sql", "-- results sent to PACS\nCREATE TABLE sent_results (\n"
-                                                 "    series_uid TEXT PRIMARY KEY, sent_at REAL NOT NULL\n);\n")
-    broken = Migration(3, "0003_broken.sql", "CREATE TABLE other (x TEXT);\nINSERT INTO no_such_table VALUES (1);\n")
+    n = latest_version()
+    good = Migration(n + 1, f"{n + 1:04d}_sent_results.sql", "-- results sent to PACS\nCREATE TABLE sent_results (\n"
+                     "    series_uid TEXT PRIMARY KEY, sent_at REAL NOT NULL\n);\n")
+    broken = Migration(n + 2, f"{n + 2:04d}_broken.sql",
+                       "CREATE TABLE other (x TEXT);\nINSERT INTO no_such_table VALUES (1);\n")
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        with pytest.raises(MigrationFailed, match="from schema version 1 to 3 failed .*no_such_table.*unchanged"):
+        with pytest.raises(MigrationFailed, match=f"from schema version {n} to {n + 2} failed .*no_such_table.*unchanged"):
             migrate(conn, [*bundled_migrations(), good, broken])
         assert _raw(db) == before                      # not even the good 0002 is kept: one transaction
-        assert migrate(conn, [*bundled_migrations(), good]) == 2
+        assert migrate(conn, [*bundled_migrations(), good]) == n + 1
     finally:
         conn.close()
     upgraded = _raw(db)
-    assert upgraded["user_version"] == 2 and upgraded["rows"]["sent_results"] == []
+    assert upgraded["user_version"] == n + 1 and upgraded["rows"]["sent_results"] == []
     assert {t: rows for t, rows in upgraded["rows"].items() if t != "sent_results"} == before["rows"]
-    with pytest.raises(SchemaTooNew):                  # and this code, which knows only 0001, refuses it
+    with pytest.raises(SchemaTooNew):                  # and this code, which knows only up to n, refuses it
         StudyStore(data_dir)
 
 
@@ -261,7 +264,8 @@ def test_migrations_must_be_numbered_without_gaps(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "x.sqlite3", isolation_level=None)
     try:
         with pytest.raises(ValueError, match="without gaps"):
-            migrate(conn, [*bundled_migrations(), Migration(3, "0003_skipped_two.sql", "CREATE TABLE t (x);")])
+            n = latest_version()
+            migrate(conn, [*bundled_migrations(), Migration(n + 2, f"{n + 2:04d}_skipped.sql", "CREATE TABLE t (x);")])
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
     finally:
         conn.close()
