@@ -64,7 +64,7 @@ class StoreSender:
             return [o or SendOutcome(None, f"cannot reach {where}: {exc}") for o in outcomes]
         if not assoc.is_established:
             why = "rejected the association" if assoc.is_rejected else \
-                "aborted the association" if assoc.is_aborted else "did not answer (connection refused or timed out)"
+                "gave no association (connection refused, timed out or aborted)"
             return [o or SendOutcome(None, f"{where} {why}") for o in outcomes]
         try:
             for i, ds in datasets:
