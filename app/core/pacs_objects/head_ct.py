@@ -40,11 +40,24 @@ def segment_code(key: str) -> codes.SegmentCode:
     return codes.SegmentCode(codes.MORPHOLOGICALLY_ABNORMAL, codes.private(key.upper()[:16], key), None)
 
 
-def ordered_sources(overlay: LabelVolumeOverlay, sources: dict[str, SourceInstance]) -> list[SourceInstance]:
+def ordered_sources(ctx: ObjectContext, overlay: LabelVolumeOverlay,
+                    sources: dict[str, SourceInstance]) -> list[SourceInstance]:
+    """The source slices in the label volume's order.
+
+    A CT without Frame of Reference UID (non-conformant, but it happens) gets one derived from
+    its series UID in these in-memory headers, so the SEG can still say which slices it sits on.
+    """
     missing = [sop for sop in overlay.sop_uids if sop not in sources]
     if missing:
         raise ValueError(f"{len(missing)} labelled slice(s) are not among the source files (first: {missing[0]})")
-    return [sources[sop] for sop in overlay.sop_uids]
+    slices = [sources[sop] for sop in overlay.sop_uids]
+    if any("FrameOfReferenceUID" not in s.header for s in slices):
+        log.warning("series %s has no Frame of Reference UID; the SEG uses one derived from the series UID",
+                    ctx.result.series_uid)
+        frame_of_reference = ctx.uid("seg", "frame-of-reference")
+        for s in slices:
+            s.header.setdefault("FrameOfReferenceUID", frame_of_reference)
+    return slices
 
 
 def build_seg(ctx: ObjectContext, overlay: LabelVolumeOverlay, slices: Sequence[SourceInstance],
@@ -148,7 +161,7 @@ def build_key_image(ctx: ObjectContext, overlay: LabelVolumeOverlay, slices: Seq
 
 def build_head_ct(ctx: ObjectContext, overlay: LabelVolumeOverlay,
                   sources: dict[str, SourceInstance]) -> list[OutgoingObject]:
-    slices = ordered_sources(overlay, sources)
+    slices = ordered_sources(ctx, overlay, sources)
     present = [k for k in range(1, len(overlay.classes) + 1) if (overlay.labels == k).any()]
     seg = build_seg(ctx, overlay, slices, present) if present else None
     objects: list[OutgoingObject] = []
