@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 from app.core.audit import AuditLog
 from app.core.config import Config, ConfigError
@@ -54,7 +55,7 @@ class Service:
             from app.core.pacs_objects import build_result_objects as object_builder
         self.audit = AuditLog(config.data_dir)
         self.outbox = ResultOutbox(self.store, self.specs, lambda: config.destinations, object_builder,
-                                   config.uid_root)
+                                   config.uid_root, pack_for=self._loaded_pack)
         self.outbox_worker = OutboxWorker(
             self.store, config.destinations, StoreSender(config.ae_title, lambda: client_context(config)),
             self.audit, config.ae_title, config.send_retry_s, config.send_retry_max_s,
@@ -68,6 +69,15 @@ class Service:
         self._started = False
 
     # -- wiring --------------------------------------------------------------------------
+    def _loaded_pack(self, model: str) -> Any:
+        """The pack of a loaded model (its hash and precision go into the objects sent to PACS)."""
+        from app.core.model_registry import ModelUnavailable
+
+        try:
+            return self.pipeline.models.get(model).pack
+        except (ModelUnavailable, AttributeError):
+            return None
+
     def _node_event(self, event: Event) -> None:
         """The node's events that drive readiness and the node status. Runs on the publishing
         thread: readiness sees an association's instances before its end, as the node sends them."""

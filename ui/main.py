@@ -27,7 +27,8 @@ def wire(window: MainWindow, controller: ServiceController) -> None:
     """Connect the window and the service controller (also used by the screenshot script)."""
 
     def created(service: DesktopService) -> None:
-        window.attach_backend(service.store, service.hub, service.models_status, service.queue_length)
+        window.attach_backend(service.store, service.hub, service.models_status, service.queue_length,
+                              service.send_study)
 
     def failed(message: str) -> None:
         window.status.set_node(False, f"service stopped: {message}")

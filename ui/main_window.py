@@ -128,6 +128,7 @@ class MainWindow(QMainWindow):
         self._feed: WorklistFeed | None = None
         self._bridge: EventBridge | None = None
         self._poller: StatusPoller | None = None
+        self._send_study: Callable[[str], int] | None = None
         self._tasks = TaskRunner("window-tasks", self)
         self.device_choices: list[str] | None = None
         self.setWindowTitle("FirstLook – AI first look")
@@ -141,7 +142,7 @@ class MainWindow(QMainWindow):
         self.table.sortByColumn(COL_PRIORITY, Qt.SortOrder.AscendingOrder)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in enumerate((130, 190, 100, 130, 70, 160, 380, 110, 90)):
+        for col, width in enumerate((130, 190, 100, 130, 70, 160, 380, 110, 90, 80)):
             self.table.setColumnWidth(col, width)
         header.setSectionResizeMode(COL_SUMMARY, QHeaderView.ResizeMode.Stretch)
         self.table.open_requested.connect(self.open_study)
@@ -212,6 +213,11 @@ class MainWindow(QMainWindow):
         study = self.menuBar().addMenu("&Study")
         self.review_action = action("Mark &reviewed", "Ctrl+R", self.mark_current_reviewed)
         study.addAction(self.review_action)
+        self.send_action = action("Send to &PACS", "Ctrl+Shift+P", self.send_current_to_pacs)
+        study.addAction(self.send_action)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        self.table.addAction(self.review_action)
+        self.table.addAction(self.send_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(action("&Keyboard shortcuts", QKeySequence.StandardKey.HelpContents,
                                    self.show_shortcuts))
@@ -227,10 +233,13 @@ class MainWindow(QMainWindow):
     # -- backend --------------------------------------------------------------------------
     def attach_backend(self, store: StudyStore, hub: EventHub,
                        models_status: Callable[[], Iterable[ModelStatusView]] | None = None,
-                       queue_length: Callable[[], int] | None = None) -> None:
-        """Start following a store and its event hub (again, after a service restart)."""
+                       queue_length: Callable[[], int] | None = None,
+                       send_study: Callable[[str], int] | None = None) -> None:
+        """Start following a store and its event hub (again, after a service restart).
+        ``send_study`` is the service's "Send to PACS" (``DesktopService.send_study``)."""
         self.detach_backend()
         self.store = store
+        self._send_study = send_study
         feed = WorklistFeed(store, parent=self)
         feed.rows_loaded.connect(self._on_rows_loaded, Qt.ConnectionType.QueuedConnection)
         feed.rows_updated.connect(self.model.upsert_rows, Qt.ConnectionType.QueuedConnection)
@@ -349,6 +358,28 @@ class MainWindow(QMainWindow):
         row = self.model.row_for(study_uid)
         reviewed = not (row is not None and row.status == "reviewed")
         self._feed.set_reviewed(study_uid, reviewed)
+
+    def send_current_to_pacs(self) -> None:
+        uid = self.viewer.study_uid if self.tabs.currentWidget() is self.viewer else self.table.current_study()
+        if uid:
+            self.send_to_pacs(uid)
+
+    def send_to_pacs(self, study_uid: str) -> None:
+        """Queue the study's result objects to every destination, off the GUI thread (building
+        them may take a few seconds); the PACS column follows the outbox."""
+        send = self._send_study
+        if send is None:
+            self.status.set_service_message("The service is not running: nothing can be sent yet.")
+            return
+
+        def done(queued: int) -> None:
+            self.status.set_service_message(
+                f"Queued {queued} object(s) for PACS." if queued else
+                "Nothing to send: no destination is configured (Settings → Destinations) or the study has "
+                "no analysed series.")
+
+        self._tasks.submit(lambda: send(study_uid), done,
+                           lambda exc: self.status.set_service_message(f"Send to PACS failed: {exc}"))
 
     # -- settings ------------------------------------------------------------------------
     def open_settings(self) -> SettingsDialog:

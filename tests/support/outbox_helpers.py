@@ -75,7 +75,8 @@ class StandInBuilder:
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     def __call__(self, result: AnalysisResult, source_files: Sequence[Path], specs: Any, data_dir: Path,
-                 uid_root: str | None = None, version: int = 1, supersedes: Sequence[str] = ()) -> list[StandInObject]:
+                 uid_root: str | None = None, version: int = 1, supersedes: Sequence[str] = (),
+                 **extra: Any) -> list[StandInObject]:
         self.calls.append({"series_uid": result.series_uid, "version": version, "supersedes": tuple(supersedes)})
         source = pydicom.dcmread(source_files[0], stop_before_pixels=True)
         return [StandInObject(kind, _dataset(kind, source, version, supersedes, uid_root)) for kind in self.kinds]

@@ -30,7 +30,8 @@ class ObjectBuilder(Protocol):
     ``kind``, ``dataset`` (with File Meta), ``sop_instance_uid``, ``sop_class_uid``, ``series_uid``."""
 
     def __call__(self, result: AnalysisResult, source_files: Sequence[Path], specs: ModelSpecs, data_dir: Path,
-                 uid_root: str | None = None, version: int = 1, supersedes: Sequence[str] = ()) -> list[Any]: ...
+                 uid_root: str | None = None, version: int = 1, supersedes: Sequence[str] = (),
+                 **extra: Any) -> list[Any]: ...
 
 
 @dataclass
@@ -46,8 +47,12 @@ class StagedResult:
 
 class ResultOutbox:
     def __init__(self, store: StudyStore, specs: ModelSpecs, destinations: Callable[[], Sequence[Destination]],
-                 builder: ObjectBuilder, uid_root: str | None = None) -> None:
+                 builder: ObjectBuilder, uid_root: str | None = None,
+                 pack_for: Callable[[str], Any] | None = None) -> None:
+        """``pack_for(model)``: the loaded pack, so the objects name its hash and precision
+        (None when it is not loaded)."""
         self.store = store
+        self.pack_for = pack_for
         self.specs = specs
         self.destinations = destinations
         self.builder = builder
@@ -74,8 +79,10 @@ class ResultOutbox:
         version = max((o.version for o in previous), default=0) + 1
         supersedes = tuple(o.sop_uid for o in previous)
         files = self.store.series_files(result.series_uid)
+        pack = self.pack_for(result.model) if self.pack_for is not None and result.model else None
+        extra = {"pack": pack} if pack is not None else {}
         built = self.builder(result, files, self.specs, self.store.data_dir, uid_root=self.uid_root,
-                             version=version, supersedes=supersedes)
+                             version=version, supersedes=supersedes, **extra)
         now = time.time()
         objects: list[OutboxObject] = []
         for item in built:
