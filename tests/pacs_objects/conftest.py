@@ -135,6 +135,6 @@ def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
 def dsrdump(path: Path) -> str:
     tool = shutil.which("dsrdump")
     assert tool, "dsrdump (DCMTK) is required"
-    proc = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([tool, "+Pl", str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
