@@ -116,11 +116,27 @@ def finish(ds: Dataset, ctx: ObjectContext, kind: str, source: Dataset) -> Datas
     ds.InstanceCreationTime = ds.ContentTime
     if "SeriesDate" not in ds:
         ds.SeriesDate, ds.SeriesTime = ds.ContentDate, ds.ContentTime
+    _pin_library_values(ds, ctx, kind, moment)
     ds.Manufacturer = MANUFACTURER
     ds.ManufacturerModelName = ctx.identity.model_name
     ds.SoftwareVersions = [ctx.software_versions, f"{ctx.identity.name} {ctx.identity.version}"]
     ensure_file_meta(ds)
     return ds
+
+
+def _pin_library_values(ds: Dataset, ctx: ObjectContext, kind: str, moment: datetime.datetime) -> None:
+    """Values highdicom draws from the clock or at random, pinned so a rebuild is identical."""
+    stamp = moment.strftime("%Y%m%d%H%M%S.%f")
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = stamp
+    if "DateOfSecondaryCapture" in ds:
+        ds.DateOfSecondaryCapture, ds.TimeOfSecondaryCapture = stamp[:8], stamp[8:]
+    dimension_uid = ctx.uid(kind, "dimension-organization")
+    for keyword in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in ds.get(keyword, []):
+            if "DimensionOrganizationUID" in item:
+                item.DimensionOrganizationUID = dimension_uid
 
 
 def ensure_file_meta(ds: Dataset) -> None:

@@ -168,7 +168,7 @@ def build_head_ct(ctx: ObjectContext, overlay: LabelVolumeOverlay,
     evidence = [s.header for s in slices]
     if seg is not None:
         objects.append(OutgoingObject("seg", finish(seg, ctx, "seg", slices[0].header)))
-        evidence = [seg, *evidence]
+        evidence = [*evidence, seg]  # the CT first: highdicom takes the acquisition equipment from it
     sr = build_sr(ctx, measurement_groups(ctx, overlay, seg, present), evidence, codes.CT_HEAD, slices[0].header)
     objects.append(OutgoingObject("sr", sr))
     if present:
