@@ -117,11 +117,25 @@ def finish(ds: Dataset, ctx: ObjectContext, kind: str, source: Dataset) -> Datas
     if "SeriesDate" not in ds:
         ds.SeriesDate, ds.SeriesTime = ds.ContentDate, ds.ContentTime
     _pin_library_values(ds, ctx, kind, moment)
+    _declare_private_scheme(ds)
     ds.Manufacturer = MANUFACTURER
     ds.ManufacturerModelName = ctx.identity.model_name
     ds.SoftwareVersions = [ctx.software_versions, f"{ctx.identity.name} {ctx.identity.version}"]
     ensure_file_meta(ds)
     return ds
+
+
+def _declare_private_scheme(ds: Dataset) -> None:
+    """SOP Common's Coding Scheme Identification: say what ``99FIRSTLOOK`` is (PS3.3 C.12.1.1.4)."""
+    from app.core.pacs_objects.codes import PRIVATE_SCHEME
+
+    item = Dataset()
+    item.CodingSchemeDesignator = PRIVATE_SCHEME
+    item.CodingSchemeName = "FirstLook private codes (see FirstLook DICOM Conformance Statement)"
+    item.CodingSchemeResponsibleOrganization = MANUFACTURER
+    existing = [i for i in ds.get("CodingSchemeIdentificationSequence", [])
+                if i.get("CodingSchemeDesignator") != PRIVATE_SCHEME]
+    ds.CodingSchemeIdentificationSequence = [*existing, item]
 
 
 def _pin_library_values(ds: Dataset, ctx: ObjectContext, kind: str, moment: datetime.datetime) -> None:

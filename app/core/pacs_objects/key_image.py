@@ -49,8 +49,12 @@ def key_image(ctx: ObjectContext, rgb: np.ndarray, legend: Sequence[LegendEntry]
         manufacturer=MANUFACTURER, patient_orientation=patient_orientation(source),
         transfer_syntax_uid=ExplicitVRLittleEndian)
     sc.BurnedInAnnotation = "YES"
-    if "Laterality" not in sc:
-        sc.Laterality = source.get("Laterality")  # type 2C (paired body parts): empty when unknown
+    if source.get("BodyPartExamined"):
+        sc.BodyPartExamined = source.BodyPartExamined
+    if "Laterality" in source:
+        sc.Laterality = source.Laterality
+    elif not source.get("BodyPartExamined"):
+        sc.Laterality = None  # type 2C: without a body part nothing says it is unpaired, so present and empty
     ref = Dataset()
     ref.ReferencedSOPClassUID = source.SOPClassUID
     ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
