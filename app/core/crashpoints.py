@@ -11,7 +11,8 @@ Points: ``after-fsync`` (temporary file fsynced, not renamed), ``after-link`` (r
 old version linked into superseded/, new one not renamed in), ``after-rename`` (final name in
 place, index row not committed), ``after-index`` (row committed, directory not fsynced,
 Success not sent), ``mid-analysis`` (job claimed, result not saved), ``after-staging`` (a result's outgoing
-objects written, the result and their outbox rows not committed).
+objects written, the result and their outbox rows not committed), ``outbox-sent`` (a batch
+C-STORed to a destination, its rows not yet marked sent).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from app.core.audit import AuditLog
+from app.core.crashpoints import crash_point
 from app.core.destinations import Destination
 from app.core.store import StudyStore
 from app.core.store.outbox_queue import Claimed
@@ -125,6 +126,7 @@ class OutboxWorker:
         except Exception as exc:  # a sender bug must not end the worker: retried like a network error
             log.exception("sending to %s failed", destination.name)
             outcomes = [SendOutcome(None, f"{exc.__class__.__name__}: {exc}")] * len(batch)
+        crash_point("outbox-sent")  # the peer has the objects, the rows still say 'sending'
         if len(outcomes) != len(batch):
             outcomes = (outcomes + [SendOutcome(None, "no response")] * len(batch))[:len(batch)]
         records = []
