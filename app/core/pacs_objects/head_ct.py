@@ -104,8 +104,10 @@ def measurement_groups(ctx: ObjectContext, overlay: LabelVolumeOverlay, seg: hd.
     groups: list = []
     for value, cls in enumerate(overlay.classes, start=1):
         code = segment_code(cls.key)
-        labelled = overlay.labels == value
-        n_slices = int(slices_involved.get(cls.key, int(np.count_nonzero(labelled.any(axis=(1, 2))))))
+        if cls.key in slices_involved:
+            n_slices = int(slices_involved[cls.key])
+        else:
+            n_slices = int(np.count_nonzero((overlay.labels == value).any(axis=(1, 2))))
         measurements = []
         if cls.key in volumes:
             measurements.append(hd.sr.Measurement(name=codes.VOLUME, value=float(volumes[cls.key]),
@@ -141,7 +143,14 @@ def key_slice(overlay: LabelVolumeOverlay) -> int:
     return int(np.argmax(counts))
 
 
-def build_key_image(ctx: ObjectContext, overlay: LabelVolumeOverlay, slices: Sequence[SourceInstance]) -> Dataset:
+def present_classes(overlay: LabelVolumeOverlay) -> list[int]:
+    """Label values (1-based) with at least one voxel, from one pass over the volume."""
+    counts = np.bincount(overlay.labels.ravel(), minlength=len(overlay.classes) + 1)
+    return [k for k in range(1, len(overlay.classes) + 1) if counts[k] > 0]
+
+
+def build_key_image(ctx: ObjectContext, overlay: LabelVolumeOverlay, slices: Sequence[SourceInstance],
+                    present: Sequence[int]) -> Dataset:
     index = key_slice(overlay)
     source = pydicom.dcmread(slices[index].path)
     hu = source.pixel_array.astype(np.float64) * float(source.get("RescaleSlope", 1) or 1) \
@@ -153,7 +162,7 @@ def build_key_image(ctx: ObjectContext, overlay: LabelVolumeOverlay, slices: Seq
     volumes = (ctx.result.findings or {}).get("volumes_ml", {})
     legend = [LegendEntry(f"FirstLook AI {ctx.identity.name}, slice {index + 1}/{len(slices)}:")]
     for k, cls in enumerate(overlay.classes, start=1):
-        if (overlay.labels == k).any():
+        if k in present:
             volume = volumes.get(cls.key)
             legend.append(LegendEntry(f"{cls.key} {volume:.1f} mL" if volume is not None else cls.key, cls.colour))
     return key_image(ctx, rgb, legend, source)
@@ -162,7 +171,7 @@ def build_key_image(ctx: ObjectContext, overlay: LabelVolumeOverlay, slices: Seq
 def build_head_ct(ctx: ObjectContext, overlay: LabelVolumeOverlay,
                   sources: dict[str, SourceInstance]) -> list[OutgoingObject]:
     slices = ordered_sources(ctx, overlay, sources)
-    present = [k for k in range(1, len(overlay.classes) + 1) if (overlay.labels == k).any()]
+    present = present_classes(overlay)
     seg = build_seg(ctx, overlay, slices, present) if present else None
     objects: list[OutgoingObject] = []
     evidence = [s.header for s in slices]
@@ -172,5 +181,5 @@ def build_head_ct(ctx: ObjectContext, overlay: LabelVolumeOverlay,
     sr = build_sr(ctx, measurement_groups(ctx, overlay, seg, present), evidence, codes.CT_HEAD, slices[0].header)
     objects.append(OutgoingObject("sr", sr))
     if present:
-        objects.append(OutgoingObject("sc", build_key_image(ctx, overlay, slices)))
+        objects.append(OutgoingObject("sc", build_key_image(ctx, overlay, slices, present)))
     return objects
