@@ -52,6 +52,8 @@ def _add_global_options(p: argparse.ArgumentParser, default: Any = None, modes: 
     add("--tls-port", type=int, dest="tls_port", help="TCP port for DICOM TLS (default 2762)")
     add("--tls-only", action="store_const", const=True, dest="tls_only",
         help="listen only on the TLS port (no plaintext DICOM)")
+    add("--uid-root", dest="uid_root", metavar="UID",
+        help="UID root of the objects sent to PACS (default: UUID-derived 2.25 UIDs)")
 
 
 def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
@@ -64,6 +66,11 @@ def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
 
     sub.add_parser("reindex", help="rebuild the index from the stored files")
+
+    o = sub.add_parser("outbox", help="results sent to PACS: sent, queued, failing (with the reason)")
+    o.add_argument("--json", action="store_true")
+    r = sub.add_parser("resend", help="send a study's result objects to every destination again")
+    r.add_argument("study_uid", metavar="STUDY_UID")
 
     a = sub.add_parser("analyze", help="analyse DICOM files or folders without the network")
     a.add_argument("paths", nargs="+", type=Path)
@@ -86,7 +93,7 @@ def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
 
 CONFIG_KEYS = ("data_dir", "cache_dir", "packs_dir", "port", "ae_title", "bind", "allow_ae", "allow_ip",
                 "quiet_period_s", "max_associations", "min_free_mb", "log_level",
-                "tls_cert", "tls_key", "tls_ca", "tls_port", "tls_only")
+                "tls_cert", "tls_key", "tls_ca", "tls_port", "tls_only", "uid_root")
 
 
 def _setup_logging(level: str) -> None:
@@ -122,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _studies(config, args.json)
     if command == "reindex":
         return _reindex(config)
+    if command in ("outbox", "resend"):
+        from app.commands import outbox
+
+        if command == "outbox":
+            return outbox.show_outbox(config, args.json)
+        return outbox.resend(config, args.study_uid, specs)
     if command == "analyze":
         from app.commands.analyze_files import analyze_paths
 
