@@ -27,7 +27,7 @@ def test_chexnet_sr_and_key_image(chexnet_run, packs_dir: Path, tmp_path: Path) 
         assert ds.StudyInstanceUID == source.StudyInstanceUID
         assert (ds.PatientID, str(ds.PatientName)) == ("PACSOBJ-1", "Test^Chest")
         for keyword in ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber", "StudyID"):
-            assert ds.get(keyword) == source.get(keyword), keyword
+            assert str(ds.get(keyword)) == str(source.get(keyword)), keyword
         assert "FirstLook AI" in ds.SeriesDescription
         errors, _ = dciodvfy(paths[obj.kind])
         assert errors == [], f"{obj.kind}: {errors}"
