@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pydicom
@@ -49,7 +49,7 @@ def slices_along_normal(files: Sequence[Path]) -> list[pydicom.Dataset]:
     return sorted(headers, key=lambda h: float(np.dot(normal, np.array(h.ImagePositionPatient, dtype=float))))
 
 
-def head_result(data_dir: Path, files: Sequence[Path], labels_for: "callable", validated: bool = True,
+def head_result(data_dir: Path, files: Sequence[Path], labels_for: Callable[[int, int, int], np.ndarray], validated: bool = True,
                 created_at: float = 1_790_000_000.0) -> tuple[AnalysisResult, np.ndarray]:
     """A blast-ct result whose overlay is ``labels_for(rows, cols, n_slices)`` on the series' own slices."""
     spec = BlastCtSpec()

@@ -11,6 +11,7 @@ import logging
 
 import highdicom as hd
 import numpy as np
+from pydicom.dataset import Dataset
 
 from app.core.models.overlay import HeatmapOverlay
 from app.core.pacs_objects import codes
@@ -72,7 +73,7 @@ def heatmap(overlay: HeatmapOverlay, label: str, rows: int, cols: int) -> np.nda
     return overlay.cam[index]
 
 
-def build_key_image(ctx: ObjectContext, overlay: HeatmapOverlay, image: SourceInstance):
+def build_key_image(ctx: ObjectContext, overlay: HeatmapOverlay, image: SourceInstance) -> Dataset:
     from inference.cxr_input import load_cxr
 
     findings = ctx.result.findings or {}
