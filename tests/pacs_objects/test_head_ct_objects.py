@@ -101,6 +101,7 @@ def test_tilted_head_ct_seg_sr_and_key_image(data_dir: Path, headct_files: list[
 
     # Key image: the slice with the most haemorrhage, outlined in colour, legend below.
     sc = pydicom.dcmread(paths["sc"])
+    assert hd.imread(paths["sc"]).get_frame(1).shape == (sc.Rows, sc.Columns, 3)   # highdicom reads it too
     haem = np.isin(labels, [1, 2, 4]).sum(axis=(1, 2))
     key_sop = headers[int(np.argmax(haem))].SOPInstanceUID
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == key_sop
