@@ -99,10 +99,11 @@ class RecordingSCP:
             self.received.append((event.assoc.requestor.ae_title, str(ds.SOPClassUID), str(ds.SOPInstanceUID)))
         return self.status
 
-    def start(self) -> "RecordingSCP":
+    def start(self, ssl_context: Any = None) -> "RecordingSCP":
+        """``ssl_context``: a TLS server context (DICOM over TLS)."""
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
-        self._server = ae.start_server(("127.0.0.1", self.port), block=False,
+        self._server = ae.start_server(("127.0.0.1", self.port), block=False, ssl_context=ssl_context,
                                        evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
         return self
 
