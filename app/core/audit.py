@@ -31,6 +31,7 @@ ASSOCIATION = "dicom.association"
 ASSOCIATION_REJECTED = "dicom.association_rejected"
 TLS_REFUSED = "dicom.tls_refused"
 STUDY_OPENED = "viewer.study_opened"
+OBJECTS_SENT = "dicom.objects_sent"  # the outbox's associations with destinations
 STUDIES_LISTED = "admin.studies_listed"
 
 

@@ -34,11 +34,8 @@ class Destination:
     objects: tuple[str, ...] = OBJECT_KINDS
     when: str = "all"
 
-    def wants(self, kind: str, priority: str) -> bool:
-        """Whether an object of ``kind`` of a result with ``priority`` goes here."""
-        return kind in self.objects and (self.when == "all" or priority in URGENT_PRIORITIES)
-
     def takes(self, priority: str) -> bool:
+        """Whether results of this priority go here (``objects`` then picks which of their objects)."""
         return self.when == "all" or priority in URGENT_PRIORITIES
 
     def to_toml(self) -> dict[str, Any]:

@@ -101,13 +101,14 @@ def test_sigkill_while_sending_loses_nothing_and_never_makes_a_second_object(pac
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_real_head_ct_sr_seg_and_sc_reach_orthanc(packs_dir: Path, headct_dir: Path, cxr_dir: Path,
                                                   tmp_path: Path) -> None:
     """The real tilted head CT through BLAST-CT (about 6 minutes here) and one chest radiograph."""
     chest = _chest_files(cxr_dir, tmp_path / "in", 1)
     headct = [str(p) for p in sorted(headct_dir.glob("*.dcm"))]
     report = _run(tmp_path, {"mode": "peers", "packs_dir": str(packs_dir), "chest": chest, "headct": headct,
-                             "analysis_timeout": 900}, timeout=1500)
+                             "analysis_timeout": 1800}, timeout=2300)
     assert report["all_sent"], report["log_tail"]
     results = {r["study_uid"]: r for r in report["results"]}
     assert len(results) == 2 and {r["status"] for r in results.values()} == {"done"}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
-from app.core.audit import AuditLog
+from app.core.audit import OBJECTS_SENT, AuditLog
 from app.core.crashpoints import crash_point
 from app.core.destinations import Destination
 from app.core.store import StudyStore
@@ -24,7 +24,6 @@ from app.core.store.outbox_queue import Claimed
 
 log = logging.getLogger(__name__)
 
-OBJECTS_SENT = "dicom.objects_sent"
 WARNING_STATUSES = (0x0001, 0x0107, 0x0116)
 BATCH = 50
 
