@@ -13,6 +13,8 @@ headless in the same private network namespace (``unshare -n``, loopback only).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +38,17 @@ def _run(tmp_path: Path, spec: dict[str, Any], timeout: float) -> dict[str, Any]
     spec = {**spec, "workdir": str(tmp_path / "work")}
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
-    subprocess.run(["unshare", "-n", "--", sys.executable, "-m", "tests.support.outbox_scenario", str(path)],
-                   cwd=REPO, timeout=timeout, check=True)
+    # Its own process group: Orthanc, storescp and FirstLook go with it whatever ends the test.
+    proc = subprocess.Popen(["unshare", "-n", "--", sys.executable, "-m", "tests.support.outbox_scenario",
+                             str(path)], cwd=REPO, start_new_session=True)
+    try:
+        assert proc.wait(timeout) == 0
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
     report = json.loads((tmp_path / "work" / "REPORT.json").read_text())
     assert "error" not in report, report["error"] + "\n" + report.get("log_tail", "")
     return report
