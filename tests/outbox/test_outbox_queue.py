@@ -15,6 +15,7 @@ from app.core.destinations import Destination
 from app.core.outbox.result_outbox import ResultOutbox
 from app.core.results import AnalysisResult
 from app.core.store import StudyStore
+from tests.support.files import permissions
 from tests.support.outbox_helpers import StandInBuilder, done_result
 
 PACS = Destination("pacs", "PACS", "127.0.0.1", 104)
@@ -47,6 +48,7 @@ def test_objects_are_files_before_the_commit_and_rows_with_the_result(store: Stu
     assert by_dest == {("pacs", "sr"), ("pacs", "sc"), ("urgent-sr", "sr")}
     assert all(r["state"] == "queued" and r["attempts"] == 0 and r["version"] == 1 for r in rows)
     assert store.outbox.study_states()[study].state == "queued"
+    assert permissions(store.data_dir) == []  # objects and their folders are private like the rest
 
 
 def test_a_failed_transaction_keeps_neither_result_nor_rows_and_the_files_go_at_restart(

@@ -16,6 +16,7 @@ from typing import Iterable
 
 import pydicom
 
+from app.core.store.storage_area import private_dir
 from app.core.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ def object_path(data_dir: Path, study_uid: str, sop_uid: str) -> Path:
 
 def write_durably(dataset: pydicom.Dataset, target: Path, tmp_dir: Path) -> int:
     """Write ``dataset`` (with its File Meta) to ``target``; returns the size in bytes."""
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(target.parent.parent)  # outbox/, then outbox/<study>/: 0700 whatever the umask
+    private_dir(target.parent)
     tmp = Path(tmp_dir) / f"{uuid.uuid4().hex}.part"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
