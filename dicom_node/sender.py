@@ -34,7 +34,10 @@ class StoreSender:
         self._tls_factory = tls_context
         self._tls: ssl.SSLContext | None = None
 
-    def __call__(self, destination: Destination, files: Sequence[Path]) -> list[SendOutcome]:
+    def __call__(self, destination: Destination, files: Sequence[Path],
+                 on_outcome: Callable[[int, SendOutcome], None] | None = None) -> list[SendOutcome]:
+        """``on_outcome(index, outcome)`` is called after each C-STORE response (the outbox records
+        it at once); the returned list has every file's outcome, association failures included."""
         outcomes: list[SendOutcome | None] = [None] * len(files)
         datasets = []
         for i, path in enumerate(files):
@@ -79,6 +82,8 @@ class StoreSender:
                 status = getattr(rsp, "Status", None)
                 outcomes[i] = SendOutcome(int(status)) if status is not None else \
                     SendOutcome(None, f"no C-STORE response from {where} (timeout or connection lost)")
+                if on_outcome is not None:
+                    on_outcome(i, outcomes[i])  # type: ignore[arg-type]
         finally:
             if assoc.is_established:
                 assoc.release()

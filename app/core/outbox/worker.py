@@ -37,9 +37,11 @@ class SendOutcome:
 
 
 class Sender(Protocol):
-    """C-STORE these files to ``destination`` over one association; one outcome per file."""
+    """C-STORE these files to ``destination`` over one association; one outcome per file.
+    ``on_outcome(index, outcome)``, when given, is called as each response arrives."""
 
-    def __call__(self, destination: Destination, files: Sequence[Path]) -> list[SendOutcome]: ...
+    def __call__(self, destination: Destination, files: Sequence[Path],
+                 on_outcome: Callable[[int, SendOutcome], None] | None = None) -> list[SendOutcome]: ...
 
 
 def classify_status(status: int | None) -> str:
@@ -118,39 +120,28 @@ class OutboxWorker:
                     wake.clear()
 
     def _send(self, destination: Destination, batch: list[Claimed]) -> bool:
-        """Send one batch and record every outcome; True when nothing got through (network)."""
+        """Send one batch and record every outcome, each as soon as its C-STORE response is in
+        (a crash then repeats at most the object in flight); True when nothing got through."""
         paths = [self.store.data_dir / c.path for c in batch]
+        records: dict[int, dict[str, object]] = {}
+
+        def record(i: int, outcome: SendOutcome) -> None:
+            if i in records or not 0 <= i < len(batch):
+                return
+            crash_point("outbox-sent")  # the peer has the object, its row still says 'sending'
+            records[i] = self._record(destination, batch[i], outcome)
+
         try:
-            outcomes = list(self.sender(destination, paths))
+            outcomes = list(self.sender(destination, paths, record))
         except Exception as exc:  # a sender bug must not end the worker: retried like a network error
             log.exception("sending to %s failed", destination.name)
             outcomes = [SendOutcome(None, f"{exc.__class__.__name__}: {exc}")] * len(batch)
-        crash_point("outbox-sent")  # the peer has the objects, the rows still say 'sending'
-        if len(outcomes) != len(batch):
-            outcomes = (outcomes + [SendOutcome(None, "no response")] * len(batch))[:len(batch)]
-        records = []
-        for claimed, outcome in zip(batch, outcomes):
-            verdict = classify_status(outcome.status)
-            status_text = f"0x{outcome.status:04X}" if outcome.status is not None else None
-            if verdict == "success":
-                self.store.outbox.mark_sent(claimed.id, 0)
-            elif verdict == "warning":
-                note = f"accepted with warning status {status_text}"
-                log.warning("%s accepted %s %s with warning status %s", destination.name, claimed.kind,
-                            claimed.sop_uid, status_text)
-                self.store.outbox.mark_sent(claimed.id, int(outcome.status or 0), note)
-            else:
-                error = outcome.error or f"failure status {status_text}"
-                delay = backoff_delay(claimed.attempts, self.retry_s, self.retry_max_s)
-                self.store.outbox.mark_failed(claimed.id, outcome.status, error, time.time() + delay)
-                log.warning("%s did not accept %s %s (attempt %d): %s; retry in %.0f s", destination.name,
-                            claimed.kind, claimed.sop_uid, claimed.attempts, error, delay)
-            records.append({"study_uid": claimed.study_uid, "sop_uid": claimed.sop_uid, "kind": claimed.kind,
-                            "status": status_text, "outcome": "sent" if verdict != "failure" else "failed",
-                            "error": outcome.error})
+        outcomes = (outcomes + [SendOutcome(None, "no response")] * len(batch))[:len(batch)]
+        for i, outcome in enumerate(outcomes):
+            record(i, outcome)
         self.audit.append(OBJECTS_SENT, destination=destination.name, called_ae=destination.ae_title,
                           calling_ae=self.calling_ae, host=destination.host, port=destination.port,
-                          tls=destination.tls, objects=records)
+                          tls=destination.tls, objects=[records[i] for i in sorted(records)])
         if self.on_change is not None:
             for study_uid in dict.fromkeys(c.study_uid for c in batch):
                 try:
@@ -158,3 +149,22 @@ class OutboxWorker:
                 except Exception:
                     log.exception("send state listener failed")
         return all(o.status is None for o in outcomes)
+
+    def _record(self, destination: Destination, claimed: Claimed, outcome: SendOutcome) -> dict[str, object]:
+        verdict = classify_status(outcome.status)
+        status_text = f"0x{outcome.status:04X}" if outcome.status is not None else None
+        if verdict == "success":
+            self.store.outbox.mark_sent(claimed.id, 0)
+        elif verdict == "warning":
+            note = f"accepted with warning status {status_text}"
+            log.warning("%s accepted %s %s with warning status %s", destination.name, claimed.kind,
+                        claimed.sop_uid, status_text)
+            self.store.outbox.mark_sent(claimed.id, int(outcome.status or 0), note)
+        else:
+            error = outcome.error or f"failure status {status_text}"
+            delay = backoff_delay(claimed.attempts, self.retry_s, self.retry_max_s)
+            self.store.outbox.mark_failed(claimed.id, outcome.status, error, time.time() + delay)
+            log.warning("%s did not accept %s %s (attempt %d): %s; retry in %.0f s", destination.name,
+                        claimed.kind, claimed.sop_uid, claimed.attempts, error, delay)
+        return {"study_uid": claimed.study_uid, "sop_uid": claimed.sop_uid, "kind": claimed.kind,
+                "status": status_text, "outcome": "sent" if verdict != "failure" else "failed", "error": outcome.error}
