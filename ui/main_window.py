@@ -59,6 +59,7 @@ SHORTCUTS_HTML = """<table cellpadding='2'>
 <tr><th colspan='2' align='left'>Worklist</th></tr>
 <tr><td>↑ ↓</td><td>move</td></tr><tr><td>Enter</td><td>open the study</td></tr>
 <tr><td>Ctrl+R</td><td>mark reviewed (again: not reviewed)</td></tr><tr><td>Ctrl+F</td><td>filter</td></tr>
+<tr><td>Ctrl+Shift+P</td><td>send the study's AI results to PACS (again)</td></tr>
 <tr><th colspan='2' align='left'>Viewer</th></tr>
 <tr><td>left drag</td><td>window / level</td></tr><tr><td>right / middle / Shift drag</td><td>pan</td></tr>
 <tr><td>Ctrl+wheel, + −</td><td>zoom</td></tr><tr><td>F, double-click</td><td>fit</td></tr>
