@@ -111,6 +111,23 @@ def test_sigkill_while_sending_loses_nothing_and_never_makes_a_second_object(pac
     assert report["stop_rc"] == 0
 
 
+def test_tilted_head_ct_sr_seg_and_sc_reach_orthanc_in_its_study(headct_dir: Path, tmp_path: Path) -> None:
+    """The real gantry-tilted series with a synthetic label volume (no 6-minute BLAST-CT run): the
+    real builder's SR, SEG and SC, queued and sent by the outbox, are in Orthanc in the CT's study."""
+    headct = [str(p) for p in sorted(headct_dir.glob("*.dcm"))]
+    report = _run(tmp_path, {"mode": "headct-labels", "headct": headct}, timeout=600)
+    assert report["all_sent"], report["outbox"]
+    (result,) = report["results"]
+    kinds = {r["sop_uid"]: r["kind"] for r in report["outbox"]}
+    assert sorted(kinds.values()) == ["sc", "seg", "sr"]
+    orthanc = {i["SOPInstanceUID"]: i for i in report["orthanc"]}
+    assert set(orthanc) == set(kinds)
+    assert {i["StudyInstanceUID"] for i in orthanc.values()} == {result["study_uid"]}
+    classes = {kinds[u]: i["SOPClassUID"] for u, i in orthanc.items()}
+    assert classes["seg"] == SEG_CLASS and classes["sr"] == SR_CLASS
+    assert len({i["SeriesInstanceUID"] for i in orthanc.values()}) == 3   # a series per object type
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_real_head_ct_sr_seg_and_sc_reach_orthanc(packs_dir: Path, headct_dir: Path, cxr_dir: Path,

@@ -2,13 +2,15 @@
 
     unshare -n -- python -m tests.support.outbox_scenario SPEC.json
 
-SPEC: {"mode": "peers" | "crash", "workdir": ..., "packs_dir": ..., "chest": [dicom files...],
+SPEC: {"mode": "peers" | "crash" | "headct-labels", "workdir": ..., "packs_dir": ..., "chest": [dicom files...],
 "headct": [dicom files...] (optional), "kills": n (crash)}. Starts Orthanc (+ storescp) and FirstLook
 headless on loopback, pushes the studies with DCMTK storescu, waits, and writes REPORT.json in the
 workdir: what Orthanc and storescp hold, the outbox rows, FirstLook's log tail.
 
 * peers: destinations Orthanc (everything) and storescp (SR only), storescp DOWN until FirstLook has
   recorded a failed send to it, then started: its queue must drain.
+* headct-labels: the real tilted head CT with a synthetic label volume, the outbox in-process,
+  Orthanc as the PACS (SR + SEG + SC without the minutes of BLAST-CT).
 * crash: Orthanc only; FirstLook is SIGKILLed while its outbox sends (crash point ``outbox-sent``:
   objects C-STOREd, rows not yet marked; or from outside as soon as a row is 'sending'), restarted,
   and so on ``kills`` times, then runs until the outbox is empty.
@@ -136,6 +138,48 @@ def crash(spec: dict[str, Any], work: Path, report: dict[str, Any]) -> None:
         orthanc.stop()
 
 
+def headct_labels(spec: dict[str, Any], work: Path, report: dict[str, Any]) -> None:
+    """The real tilted head CT with a synthetic label volume (no BLAST-CT run): the service's
+    outbox pieces in this process, the real object builder, Orthanc as the PACS."""
+    from app.core.audit import AuditLog
+    from app.core.destinations import Destination
+    from app.core.models import default_specs
+    from app.core.outbox.result_outbox import ResultOutbox
+    from app.core.outbox.worker import OutboxWorker
+    from app.core.pacs_objects import build_result_objects
+    from app.core.store import StudyStore
+    from dicom_node.sender import StoreSender
+    import pydicom
+
+    from tests.pacs_objects.conftest import blobs, head_result
+
+    orthanc = Orthanc(work / "orthanc").start()
+    destination = Destination("orthanc", "ORTHANC", "127.0.0.1", orthanc.dicom_port)
+    store = StudyStore(work / "data")
+    worker = OutboxWorker(store, [destination], StoreSender("FIRSTLOOK"), AuditLog(store.data_dir), "FIRSTLOOK",
+                          retry_s=0.5, retry_max_s=2.0)
+    try:
+        files = [Path(f) for f in spec["headct"]]
+        for f in files:
+            store.store_instance(f.read_bytes(), calling_ae="CT01")
+        series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+        result, _ = head_result(store.data_dir, store.series_files(series_uid), blobs, created_at=time.time())
+        outbox = ResultOutbox(store, default_specs(), lambda: [destination], build_result_objects)
+        staged = outbox.stage(result)
+        assert staged is not None, "no objects staged"
+        store.save_result(result, also=staged.record)
+        worker.start()
+        report["all_sent"] = _wait(lambda: {r["state"] for r in store.outbox.rows()} == {"sent"}, 120)
+        report["results"] = [{"series_uid": result.series_uid, "study_uid": result.study_uid, "status": "done"}]
+        report["outbox"] = store.outbox.rows()
+        report["orthanc"] = orthanc.instances()
+        report["log_tail"] = ""
+    finally:
+        worker.stop()
+        store.close()
+        orthanc.stop()
+
+
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     work = Path(spec["workdir"])
@@ -143,7 +187,7 @@ def main(argv: list[str]) -> int:
     report: dict[str, Any] = {"mode": spec["mode"]}
     try:
         loopback_up()
-        {"peers": peers, "crash": crash}[spec["mode"]](spec, work, report)
+        {"peers": peers, "crash": crash, "headct-labels": headct_labels}[spec["mode"]](spec, work, report)
     except Exception:
         report["error"] = traceback.format_exc()
     (work / "REPORT.json").write_text(json.dumps(report, indent=1, default=str))
