@@ -7,7 +7,8 @@ headless in the same private network namespace (``unshare -n``, loopback only).
 * SIGKILL while the outbox sends (at the crash point between C-STORE and marking the rows, and
   from outside), restart: every object arrives, by SOP Instance UID, and no result ever produced
   a second, different object.
-* the real tilted head CT (BLAST-CT, ~6 min on 2 cores): SR, SEG and SC in its study. Marked slow.
+* the real tilted head CT with a synthetic label volume: SR, SEG and SC in its study (seconds);
+  and through BLAST-CT end to end (~6 min on 2 cores, far more under load): marked slow.
 """
 
 from __future__ import annotations
