@@ -59,6 +59,8 @@ def _add_global_options(p: argparse.ArgumentParser, default: Any = None, modes: 
     add("--api-port", type=int, dest="api_port", help="TCP port of the HTTP API (default 11113)")
     add("--api-tls", action="store_const", const=True, dest="api_tls",
         help="serve the HTTP API over HTTPS with --tls-cert/--tls-key")
+    add("--uid-root", dest="uid_root", metavar="UID",
+        help="UID root of the objects sent to PACS (default: UUID-derived 2.25 UIDs)")
 
 
 def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
@@ -71,6 +73,11 @@ def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
 
     sub.add_parser("reindex", help="rebuild the index from the stored files")
+
+    o = sub.add_parser("outbox", help="results sent to PACS: sent, queued, failing (with the reason)")
+    o.add_argument("--json", action="store_true")
+    r = sub.add_parser("resend", help="send a study's result objects to every destination again")
+    r.add_argument("study_uid", metavar="STUDY_UID")
 
     a = sub.add_parser("analyze", help="analyse DICOM files or folders without the network")
     a.add_argument("paths", nargs="+", type=Path)
@@ -97,7 +104,8 @@ def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
 
 CONFIG_KEYS = ("data_dir", "cache_dir", "packs_dir", "port", "ae_title", "bind", "allow_ae", "allow_ip",
                 "quiet_period_s", "max_associations", "min_free_mb", "log_level",
-                "tls_cert", "tls_key", "tls_ca", "tls_port", "tls_only", "server_url", "api_bind", "api_port", "api_tls")
+                "tls_cert", "tls_key", "tls_ca", "tls_port", "tls_only", "server_url", "api_bind", "api_port", "api_tls",
+                "uid_root")
 
 
 def _setup_logging(level: str) -> None:
@@ -140,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.commands.users import run_users
 
         return run_users(config, args.action, args.name)
+    if command in ("outbox", "resend"):
+        from app.commands import outbox
+
+        if command == "outbox":
+            return outbox.show_outbox(config, args.json)
+        return outbox.resend(config, args.study_uid, specs)
     if command == "analyze":
         from app.commands.analyze_files import analyze_paths
 

@@ -15,14 +15,21 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import Any
 
+from app.core.audit import AuditLog
 from app.core.config import Config, ConfigError
-from app.core.events import AssociationEnded, DiskSpaceChanged, Event, EventHub, InstanceStored, NodeStatus, SeriesReady
+from app.core.events import (AssociationEnded, DiskSpaceChanged, Event, EventHub, InstanceStored, NodeStatus,
+                             ResultStored, SendStateChanged, SeriesReady)
 from app.core.local_worklist import StoreWorklist
 from app.core.models import ModelSpecs, default_specs
 from app.core.readiness import SeriesReadinessTracker
 from app.core.service_api import ModelStatusView
+from app.core.outbox.result_outbox import ObjectBuilder, ResultOutbox
+from app.core.outbox.worker import OutboxWorker
 from app.core.store import LowDiskSpace, StudyStore
+from dicom_node.sender import StoreSender
+from dicom_node.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,10 @@ log = logging.getLogger(__name__)
 class Service:
     """FirstLook's headless core; the desktop UI builds one of these and subscribes to ``hub``."""
 
-    def __init__(self, config: Config, hub: EventHub | None = None, specs: ModelSpecs | None = None) -> None:
+    def __init__(self, config: Config, hub: EventHub | None = None, specs: ModelSpecs | None = None,
+                 object_builder: ObjectBuilder | None = None) -> None:
+        """``object_builder`` builds the DICOM objects sent to PACS (default:
+        ``app.core.pacs_objects.build_result_objects``)."""
         from app.core.pipeline import Pipeline  # the pipeline pulls in OpenVINO; import it only here
         from dicom_node.scp import StorageSCP
 
@@ -43,7 +53,16 @@ class Service:
         self.worklist = StoreWorklist(self.store, self.hub)  # what the desktop's worklist reads and writes
         self.readiness = SeriesReadinessTracker(config.quiet_period_s, self._series_ready)
         self.specs = specs if specs is not None else default_specs()  # the models this service routes to
-        self.pipeline = Pipeline(config, self.store, self.hub, specs=self.specs)
+        if object_builder is None:
+            from app.core.pacs_objects import build_result_objects as object_builder
+        self.audit = AuditLog(config.data_dir)
+        self.outbox = ResultOutbox(self.store, self.specs, lambda: config.destinations, object_builder,
+                                   config.uid_root, pack_for=self._loaded_pack)
+        self.outbox_worker = OutboxWorker(
+            self.store, config.destinations, StoreSender(config.ae_title, lambda: client_context(config)),
+            self.audit, config.ae_title, config.send_retry_s, config.send_retry_max_s,
+            on_change=lambda study_uid: self.hub.publish(SendStateChanged(study_uid)))
+        self.pipeline = Pipeline(config, self.store, self.hub, specs=self.specs, outbox=self.outbox)
         self.scp = StorageSCP(config, self.store, self.hub)
         self.hub.subscribe(self._node_event)
         self._node_message = ""
@@ -52,6 +71,15 @@ class Service:
         self._started = False
 
     # -- wiring --------------------------------------------------------------------------
+    def _loaded_pack(self, model: str) -> Any:
+        """The pack of a loaded model (its hash and precision go into the objects sent to PACS)."""
+        from app.core.model_registry import ModelUnavailable
+
+        try:
+            return self.pipeline.models.get(model).pack
+        except (ModelUnavailable, AttributeError):
+            return None
+
     def _node_event(self, event: Event) -> None:
         """The node's events that drive readiness and the node status. Runs on the publishing
         thread: readiness sees an association's instances before its end, as the node sends them."""
@@ -61,6 +89,8 @@ class Service:
             self.readiness.association_ended(event.association, event.released)
         elif isinstance(event, DiskSpaceChanged):
             self._space_changed(event.message if event.refusing else None)
+        elif isinstance(event, ResultStored):
+            self.outbox_worker.notify()  # its objects (if any) were queued with it
 
     def _series_ready(self, event: SeriesReady) -> None:
         """Series ready -> persistent job -> event -> pipeline; the job row survives a crash."""
@@ -84,7 +114,9 @@ class Service:
         fd = os.open(self._running_marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as marker:
             marker.write(f"{os.getpid()}\n")
+        self.outbox.recover()  # before the pipeline: interrupted sends re-queued, uncommitted objects removed
         self.pipeline.start()  # re-queues jobs a crash left running
+        self.outbox_worker.start()
         # Readiness lives in memory: series received before a crash whose release or quiet
         # period never came (or that grew after their last analysis) start a quiet period now.
         unready = self.store.series_needing_analysis()
@@ -148,6 +180,14 @@ class Service:
     def queue_length(self) -> int:
         return self.pipeline.queue_length()
 
+    def send_study(self, study_uid: str) -> int:
+        """"Send to PACS": queue the study's objects to every destination now (built first if
+        they never were); returns the sends queued (0: no destination or nothing analysed)."""
+        queued = self.outbox.resend_study(study_uid)
+        self.outbox_worker.notify()
+        self.hub.publish(SendStateChanged(study_uid))
+        return queued
+
     def stop(self, timeout: float = 30.0) -> None:
         """Node first (finishes in-flight writes), then readiness (flushes pending series
         to the persistent job queue), then the pipeline."""
@@ -160,6 +200,7 @@ class Service:
         self.hub.publish(NodeStatus(False, "stopped"))
         self.readiness.stop(flush=True)
         self.pipeline.stop(timeout)
+        self.outbox_worker.stop(timeout)  # a send cut short stays 'sending' and is re-queued at the next start
         self.store.close()
         self._running_marker.unlink(missing_ok=True)
 

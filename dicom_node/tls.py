@@ -85,3 +85,32 @@ def peer_subject(sock: object) -> str | None:
 
 _SHORT = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
           "localityName": "L", "stateOrProvinceName": "ST"}
+
+
+def client_context(config: Config) -> ssl.SSLContext:
+    """The TLS context FirstLook calls destinations with (``tls = true``): TLS 1.2 or newer, the
+    destination's certificate verified against ``tls_ca`` (or the system's CAs without it), and
+    the node's own certificate and key (``tls_cert``/``tls_key``) offered for mutual TLS. Host
+    names are not matched: PACS are usually addressed by IP, the CA is what is trusted."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = MINIMUM_VERSION
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    if config.tls_ca is not None:
+        _readable("tls_ca", config.tls_ca)
+        try:
+            context.load_verify_locations(cafile=str(config.tls_ca))
+        except ssl.SSLError as exc:
+            raise ConfigError(f"tls_ca {config.tls_ca} cannot be loaded as PEM CA certificates "
+                              f"({exc.reason or exc}).") from None
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if config.tls_cert is not None and config.tls_key is not None:
+        _readable("tls_cert", config.tls_cert)
+        _readable("tls_key", config.tls_key)
+        try:
+            context.load_cert_chain(str(config.tls_cert), str(config.tls_key), password=lambda: b"")
+        except ssl.SSLError as exc:
+            raise ConfigError(f"tls_cert {config.tls_cert} and tls_key {config.tls_key} cannot be loaded "
+                              f"({exc.reason or exc}).") from None
+    return context

@@ -28,7 +28,7 @@ def wire(window: MainWindow, controller: ServiceController) -> None:
 
     def created(service: DesktopService) -> None:
         window.attach_backend(service.store, service.hub, service.models_status, service.queue_length,
-                              worklist=service.worklist)
+                              service.send_study, worklist=service.worklist)
 
     def failed(message: str) -> None:
         window.status.set_node(False, f"service stopped: {message}")

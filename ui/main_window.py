@@ -60,6 +60,7 @@ SHORTCUTS_HTML = """<table cellpadding='2'>
 <tr><th colspan='2' align='left'>Worklist</th></tr>
 <tr><td>↑ ↓</td><td>move</td></tr><tr><td>Enter</td><td>open the study</td></tr>
 <tr><td>Ctrl+R</td><td>mark reviewed (again: not reviewed)</td></tr><tr><td>Ctrl+F</td><td>filter</td></tr>
+<tr><td>Ctrl+Shift+P</td><td>send the study's AI results to PACS (again)</td></tr>
 <tr><th colspan='2' align='left'>Viewer</th></tr>
 <tr><td>left drag</td><td>window / level</td></tr><tr><td>right / middle / Shift drag</td><td>pan</td></tr>
 <tr><td>Ctrl+wheel, + −</td><td>zoom</td></tr><tr><td>F, double-click</td><td>fit</td></tr>
@@ -129,6 +130,7 @@ class MainWindow(QMainWindow):
         self._feed: WorklistFeed | None = None
         self._bridge: EventBridge | None = None
         self._poller: StatusPoller | None = None
+        self._send_study: Callable[[str], int] | None = None
         self._tasks = TaskRunner("window-tasks", self)
         self.device_choices: list[str] | None = None
         self.setWindowTitle("FirstLook – AI first look")
@@ -142,7 +144,7 @@ class MainWindow(QMainWindow):
         self.table.sortByColumn(COL_PRIORITY, Qt.SortOrder.AscendingOrder)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in enumerate((130, 190, 100, 130, 70, 160, 380, 110, 90)):
+        for col, width in enumerate((130, 190, 100, 130, 70, 160, 380, 110, 90, 80)):
             self.table.setColumnWidth(col, width)
         header.setSectionResizeMode(COL_SUMMARY, QHeaderView.ResizeMode.Stretch)
         self.table.open_requested.connect(self.open_study)
@@ -213,6 +215,11 @@ class MainWindow(QMainWindow):
         study = self.menuBar().addMenu("&Study")
         self.review_action = action("Mark &reviewed", "Ctrl+R", self.mark_current_reviewed)
         study.addAction(self.review_action)
+        self.send_action = action("Send to &PACS", "Ctrl+Shift+P", self.send_current_to_pacs)
+        study.addAction(self.send_action)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        self.table.addAction(self.review_action)
+        self.table.addAction(self.send_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(action("&Keyboard shortcuts", QKeySequence.StandardKey.HelpContents,
                                    self.show_shortcuts))
@@ -229,11 +236,14 @@ class MainWindow(QMainWindow):
     def attach_backend(self, store: StudyReader, hub: EventHub,
                        models_status: Callable[[], Iterable[ModelStatusView]] | None = None,
                        queue_length: Callable[[], int] | None = None,
+                       send_study: Callable[[str], int] | None = None,
                        worklist: WorklistSource | None = None) -> None:
         """Start following a store and its event hub (again, after a service restart).
+        ``send_study`` is the service's "Send to PACS" (``DesktopService.send_study``);
         ``worklist``: the service's rows (the API for an attached desktop); by default the store's."""
         self.detach_backend()
         self.store = store
+        self._send_study = send_study
         if worklist is None:
             if not isinstance(store, StudyStore):
                 raise TypeError("a store that is not local needs its worklist source")
@@ -360,6 +370,28 @@ class MainWindow(QMainWindow):
         row = self.model.row_for(study_uid)
         reviewed = not (row is not None and row.status == "reviewed")
         self._feed.set_reviewed(study_uid, reviewed)
+
+    def send_current_to_pacs(self) -> None:
+        uid = self.viewer.study_uid if self.tabs.currentWidget() is self.viewer else self.table.current_study()
+        if uid:
+            self.send_to_pacs(uid)
+
+    def send_to_pacs(self, study_uid: str) -> None:
+        """Queue the study's result objects to every destination, off the GUI thread (building
+        them may take a few seconds); the PACS column follows the outbox."""
+        send = self._send_study
+        if send is None:
+            self.status.set_service_message("The service is not running: nothing can be sent yet.")
+            return
+
+        def done(queued: int) -> None:
+            self.status.set_service_message(
+                f"Queued {queued} object(s) for PACS." if queued else
+                "Nothing to send: no destination is configured (Settings → Destinations) or the study has "
+                "no analysed series.")
+
+        self._tasks.submit(lambda: send(study_uid), done,
+                           lambda exc: self.status.set_service_message(f"Send to PACS failed: {exc}"))
 
     # -- settings ------------------------------------------------------------------------
     def open_settings(self) -> SettingsDialog:

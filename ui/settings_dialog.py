@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QPushButton,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -32,12 +33,13 @@ from PySide6.QtWidgets import (
 
 from app.core.config import Config, ConfigError, save_config, validate_ae_title, validate_server_url
 from app.core.models import ModelSpecs, default_specs
+from ui.destinations_table import DestinationsModel
 
 log = logging.getLogger(__name__)
 
 Index = QModelIndex | QPersistentModelIndex
 
-NODE_FIELDS = ("ae_title", "port", "allow_ae")
+NODE_FIELDS = ("ae_title", "port", "allow_ae", "destinations")
 SERVER_FIELDS = ("server_url", "api_token", "server_ca")   # a change re-attaches the desktop
 MODEL_FIELDS = ("devices", "thresholds")
 
@@ -228,6 +230,29 @@ class SettingsDialog(QDialog):
         model_form.addRow("Thresholds", self.threshold_view)
         model_form.addRow("", self._error_label("thresholds"))
 
+        sending = QGroupBox("Destinations (results sent to PACS)")
+        sending_layout = QVBoxLayout(sending)
+        self.destinations_model = DestinationsModel(list(config.destinations), self)
+        self.destinations_model.dataChanged.connect(lambda *_: self.validate())
+        self.destinations_model.rowsInserted.connect(lambda *_: self.validate())
+        self.destinations_model.rowsRemoved.connect(lambda *_: self.validate())
+        self.destinations_view = QTableView()
+        self.destinations_view.setModel(self.destinations_model)
+        self.destinations_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.destinations_view.verticalHeader().setVisible(False)
+        self.destinations_view.setMinimumHeight(110)
+        add, remove = QPushButton("Add destination"), QPushButton("Remove selected")
+        add.clicked.connect(lambda: self.destinations_view.edit(
+            self.destinations_model.index(self.destinations_model.add_row(), 1)))
+        remove.clicked.connect(lambda: self.destinations_model.remove_row(self.destinations_view.currentIndex().row()))
+        buttons_row = QHBoxLayout()
+        buttons_row.addWidget(add)
+        buttons_row.addWidget(remove)
+        buttons_row.addStretch(1)
+        sending_layout.addWidget(self.destinations_view)
+        sending_layout.addLayout(buttons_row)
+        sending_layout.addWidget(self._error_label("destinations"))
+
         self.restart_note = QLabel()
         self.restart_note.setWordWrap(True)
         self.restart_note.setStyleSheet("color:#8a5a00;")
@@ -240,6 +265,7 @@ class SettingsDialog(QDialog):
         layout.addWidget(server)
         layout.addWidget(node)
         layout.addWidget(models)
+        layout.addWidget(sending)
         layout.addWidget(self.restart_note)
         layout.addWidget(self.save_error)
         layout.addWidget(self.buttons)
@@ -323,6 +349,11 @@ class SettingsDialog(QDialog):
         if threshold_errors:
             errors["thresholds"] = threshold_errors[0]
         values["thresholds"] = self.threshold_model.overrides()
+        destinations, problem = self.destinations_model.destinations()
+        if problem:
+            errors["destinations"] = problem
+        else:
+            values["destinations"] = destinations
         candidate = replace(self.config, **values)
         return candidate, errors
 
@@ -339,7 +370,7 @@ class SettingsDialog(QDialog):
         if any(getattr(candidate, f) != getattr(self.config, f) for f in SERVER_FIELDS) and not errors:
             notes.append("Saving re-attaches this desktop (to the server, or to this computer's service).")
         if restart_node and any(getattr(candidate, f) != getattr(self.config, f) for f in NODE_FIELDS):
-            notes.append("Saving restarts the DICOM node (AE title, port or allowed AEs changed); "
+            notes.append("Saving restarts the DICOM node (AE title, port, allowed AEs or destinations changed); "
                          "transfers in progress are interrupted and modalities must use the new settings.")
         if reload_models:
             notes.append("Saving reloads the models (device or thresholds changed); analysis pauses meanwhile.")

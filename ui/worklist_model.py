@@ -21,8 +21,11 @@ UID_ROLE = Qt.ItemDataRole.UserRole + 3
 Index = QModelIndex | QPersistentModelIndex
 
 COLUMNS: tuple[str, ...] = ("Priority", "Patient", "Patient ID", "Study date/time", "Modality",
-                            "Description", "AI summary", "Arrival → result", "Status")
-COL_PRIORITY, COL_PATIENT, COL_PID, COL_WHEN, COL_MODALITY, COL_DESC, COL_SUMMARY, COL_TURNAROUND, COL_STATUS = range(9)
+                            "Description", "AI summary", "Arrival → result", "Status", "PACS")
+(COL_PRIORITY, COL_PATIENT, COL_PID, COL_WHEN, COL_MODALITY, COL_DESC, COL_SUMMARY, COL_TURNAROUND, COL_STATUS,
+ COL_SEND) = range(10)
+SEND_TEXT = {"queued": "queued", "sent": "sent", "failing": "failing", "stopped": "stopped"}
+SEND_COLOURS = {"failing": "#b00020", "stopped": "#6a1b9a"}
 
 PRIORITY_TEXT = {"critical": "CRITICAL", "urgent": "URGENT", "routine": "routine", "not_analysed": "not analysed",
                  "failed": "failed", "analysing": "analysing…", "new": "new"}
@@ -139,6 +142,8 @@ class WorklistModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole:
             if col == COL_SUMMARY and r.validated is False:
                 return QBrush(QColor("#b00020"))
+            if col == COL_SEND and r.send_state in SEND_COLOURS:
+                return QBrush(QColor(SEND_COLOURS[r.send_state]))
             if r.status == "reviewed":
                 return QBrush(QColor("#808080"))
             return None
@@ -151,6 +156,8 @@ class WorklistModel(QAbstractTableModel):
                 return summary_text(r) or None
             if col == COL_PRIORITY and r.validated is False:
                 return f"Priority from a model that is {NOT_VALIDATED_TEXT}"
+            if col == COL_SEND:
+                return r.send_detail or None
             return None
         return None
 
@@ -174,6 +181,8 @@ class WorklistModel(QAbstractTableModel):
             return format_duration(r.arrival_to_result_s)
         if col == COL_STATUS:
             return r.status
+        if col == COL_SEND:
+            return SEND_TEXT.get(r.send_state, r.send_state)
         return ""
 
     @staticmethod

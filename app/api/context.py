@@ -45,5 +45,6 @@ class ApiContext:
     models_status: Callable[[], Sequence[ModelStatusView]]
     queue_length: Callable[[], int]
     errors: RecentErrors
-    outbox_status: Callable[[], Any] | None = None  # issue 11's outbox, when present
+    outbox_status: Callable[[], Any] | None = None  # the outbox's counts per state, for /status
+    send_study: Callable[[str], int] | None = None  # "Send to PACS" (the service's outbox)
     version: str = ""

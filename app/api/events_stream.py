@@ -28,6 +28,7 @@ from app.core.events import (
     NodeStatus,
     ResultStored,
     ReviewedChanged,
+    SendStateChanged,
     SeriesReady,
 )
 from app.core.worklist import row_for_study
@@ -60,6 +61,8 @@ def _describe(event: Event) -> tuple[str, dict[str, Any], str | None] | None:
     if isinstance(event, ReviewedChanged):
         return "reviewed_changed", {"study_uid": event.study_uid, "reviewed": event.reviewed,
                                     "reviewed_at": event.reviewed_at, "user": event.user}, event.study_uid
+    if isinstance(event, SendStateChanged):
+        return "send_state_changed", {"study_uid": event.study_uid}, event.study_uid
     if isinstance(event, NodeStatus):
         return "node_status", {"listening": event.listening, "message": event.message}, None
     return None

@@ -28,6 +28,15 @@ class HostedService(Protocol):
 
     def models_status(self) -> Sequence[ModelStatusView]: ...
     def queue_length(self) -> int: ...
+    def send_study(self, study_uid: str) -> int: ...
+
+
+def outbox_counts(store: StudyStore) -> dict[str, int]:
+    """Sends per state (queued, sending, sent, failed, stopped, superseded) for IT's page."""
+    counts: dict[str, int] = {}
+    for row in store.outbox.rows():
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    return counts
 
 
 def node_tracker(hub: EventHub) -> NodeState:
@@ -43,7 +52,9 @@ def start_api(config: Config, service: HostedService, node: NodeState,
     users = UserDirectory(service.store)
     ctx = ApiContext(config=config, store=service.store, hub=service.hub, users=users,
                      audit=AuditLog(config.data_dir), node=node, models_status=service.models_status,
-                     queue_length=service.queue_length, errors=RecentErrors(), outbox_status=outbox_status,
+                     queue_length=service.queue_length, errors=RecentErrors(),
+                     outbox_status=outbox_status or (lambda: outbox_counts(service.store)),
+                     send_study=service.send_study,
                      version=__version__)
     try:
         write_local_token(users, config.service_token_file, config.api_token_group)

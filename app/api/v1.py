@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from app.api.context import ApiContext
 from app.api.status import status_snapshot
-from app.core.audit import API_REVIEWED_CHANGED, API_STUDY_OPENED
+from app.core.audit import API_REVIEWED_CHANGED, API_SEND_REQUESTED, API_STUDY_OPENED
 from app.core.events import ReviewedChanged
 from app.core.uids import is_valid_uid
 from app.core.worklist import build_rows, row_for_study
@@ -119,6 +119,21 @@ def routes(ctx: ApiContext) -> list[Route]:
         return JSONResponse({"study_uid": uid, "reviewed": flag, "reviewed_at": reviewed_at,
                              "row": row_to_json(row) if row else None})
 
+    async def send(request: Request) -> Response:
+        uid = request.path_params["study_uid"]
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(_send, request, uid)
+
+    def _send(request: Request, uid: str) -> Response:
+        if not is_valid_uid(uid) or store.get_study(uid) is None:
+            return error(404, "no such study")
+        if ctx.send_study is None:
+            return error(503, "this service has no outbox")
+        queued = ctx.send_study(uid)
+        ctx.audit.append(API_SEND_REQUESTED, user=user_of(request), ip=peer_of(request), study_uid=uid, queued=queued)
+        return JSONResponse({"study_uid": uid, "queued": queued})
+
     def status(request: Request) -> Response:
         return JSONResponse(status_snapshot(ctx, user_of(request)))
 
@@ -127,6 +142,7 @@ def routes(ctx: ApiContext) -> list[Route]:
         Route("/worklist/{study_uid}", worklist_row),
         Route("/studies/{study_uid}", study),
         Route("/studies/{study_uid}/reviewed", reviewed, methods=["PUT"]),
+        Route("/studies/{study_uid}/send", send, methods=["POST"]),
         Route("/series/{series_uid}/result", result),
         Route("/series/{series_uid}/overlay", overlay),
         Route("/status", status),

@@ -92,6 +92,9 @@ class ApiClient:
     def put_json(self, path: str, body: Any) -> Any:
         return self.request("PUT", path, json=body).json()
 
+    def post_json(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, json=body).json()
+
 
 def check(response: httpx.Response, base_url: str) -> None:
     """Turn the status into the client's errors (the body of a refusal is short JSON)."""

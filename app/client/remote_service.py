@@ -27,6 +27,7 @@ from app.core.events import (
     NodeStatus,
     ResultStored,
     ReviewedChanged,
+    SendStateChanged,
     SeriesReady,
     ServiceConnection,
 )
@@ -59,6 +60,8 @@ def to_hub_event(event: ServerEvent) -> Event | None:
         return ResultStored(d["study_uid"], d["series_uid"], d.get("priority", ""))
     if event.name == "reviewed_changed":
         return ReviewedChanged(d["study_uid"], bool(d["reviewed"]), d.get("reviewed_at"), d.get("user", ""))
+    if event.name == "send_state_changed":
+        return SendStateChanged(d["study_uid"])
     if event.name == "node_status":
         return NodeStatus(bool(d["listening"]), str(d.get("message", "")))
     return None
@@ -120,6 +123,10 @@ class RemoteService:
 
     def queue_length(self) -> int:
         return int(self.status().get("queue_length") or 0)
+
+    def send_study(self, study_uid: str) -> int:
+        """"Send to PACS" on the server (its outbox; audited there with this reader's name)."""
+        return int(self.api.post_json(f"/api/v1/studies/{study_uid}/send", {}).get("queued") or 0)
 
     # -- live events (event-stream thread) -------------------------------------------------
     def _on_link(self, connected: bool, reason: str, retrying: bool) -> None:

@@ -31,10 +31,12 @@ ASSOCIATION = "dicom.association"
 ASSOCIATION_REJECTED = "dicom.association_rejected"
 TLS_REFUSED = "dicom.tls_refused"
 STUDY_OPENED = "viewer.study_opened"
+OBJECTS_SENT = "dicom.objects_sent"  # the outbox's associations with destinations
 STUDIES_LISTED = "admin.studies_listed"
 # The HTTP API (app/api): ``user`` is the API user (``local`` for the local token file).
 API_STUDY_OPENED = "api.study_opened"
 API_REVIEWED_CHANGED = "api.reviewed_changed"
+API_SEND_REQUESTED = "api.send_requested"  # a reader asked to send (or re-send) a study to PACS
 API_RETRIEVED = "api.retrieved"          # instances or metadata sent through WADO-RS
 API_REFUSED = "api.refused"              # no, unknown or revoked token
 API_USER_ADDED = "admin.api_user_added"

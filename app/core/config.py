@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
+from app.core.destinations import Destination, DestinationError, check_uid_root, parse_destinations
+
 log = logging.getLogger(__name__)
 
 APP_NAME = "firstlook"
@@ -81,6 +83,10 @@ class Config:
     api_tls: bool = False   # HTTPS with tls_cert/tls_key; required when api_bind is not loopback
     api_token_file: Path | None = None  # the local desktop's credential; default <data_dir>/api/local-token
     api_token_group: str = ""           # group that may read it (install.sh: firstlook-desktop)
+    destinations: list[Destination] = field(default_factory=list)  # [[destinations]]: where results are sent
+    uid_root: str | None = None        # root of the UIDs of the objects FirstLook creates (default: 2.25.<uuid>)
+    send_retry_s: float = 10.0         # first retry after a failed send; doubles per attempt ...
+    send_retry_max_s: float = 600.0    # ... up to this
 
     def validate(self, model_names: Sequence[str] | None = None) -> "Config":
         """Raise ConfigError for the first value that cannot work.
@@ -138,6 +144,17 @@ class Config:
                               "or set tls_only = true.")
         self._validate_api()
         self._validate_client()
+        try:
+            self.destinations = parse_destinations(self.destinations)
+            self.uid_root = check_uid_root(self.uid_root)
+        except DestinationError as exc:
+            raise ConfigError(str(exc)) from None
+        for key in ("send_retry_s", "send_retry_max_s"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.1 <= value <= 86400:
+                raise ConfigError(f"{key} must be between 0.1 and 86400 seconds, not {value!r}.")
+        if self.send_retry_max_s < self.send_retry_s:
+            raise ConfigError("send_retry_max_s must not be smaller than send_retry_s.")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}.")
         return self
@@ -196,6 +213,8 @@ class Config:
         for key, value in asdict(self).items():
             if value is None:
                 continue
+            if key == "destinations":
+                value = [d.to_toml() if isinstance(d, Destination) else d for d in self.destinations]
             out[key] = str(value) if isinstance(value, Path) else value
         return out
 
@@ -252,6 +271,11 @@ def _coerce(values: dict[str, Any], source: str, model_names: Sequence[str] | No
             out[key] = [out[key]]
         if key in out and not isinstance(out[key], list):
             raise ConfigError(f"{key} must be a list of strings.")
+    if "destinations" in out:
+        try:
+            out["destinations"] = parse_destinations(out["destinations"])
+        except DestinationError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     if "devices" in out:
         if not isinstance(out["devices"], dict):
             raise ConfigError("devices must be a table of model = device.")

@@ -10,7 +10,9 @@ harness), ``crash_point`` is one dictionary lookup and does nothing.
 Points: ``after-fsync`` (temporary file fsynced, not renamed), ``after-link`` (replacement:
 old version linked into superseded/, new one not renamed in), ``after-rename`` (final name in
 place, index row not committed), ``after-index`` (row committed, directory not fsynced,
-Success not sent), ``mid-analysis`` (job claimed, result not saved).
+Success not sent), ``mid-analysis`` (job claimed, result not saved), ``after-staging`` (a result's outgoing
+objects written, the result and their outbox rows not committed), ``outbox-sent`` (a batch
+C-STORed to a destination, its rows not yet marked sent).
 """
 
 from __future__ import annotations

@@ -73,6 +73,13 @@ class ReviewedChanged:
 
 
 @dataclass(frozen=True)
+class SendStateChanged:
+    """The outbox sent (or failed to send) objects of a study, or queued them (outbox worker thread)."""
+
+    study_uid: str
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     listening: bool
     message: str  # "FIRSTLOOK on 127.0.0.1:11112" or the error that stopped it
@@ -100,7 +107,7 @@ class ServiceConnection:
 
 
 Event = (InstanceStored | SeriesReady | AnalysisStarted | ResultStored | ReviewedChanged | NodeStatus | AssociationEnded
-         | DiskSpaceChanged | ServiceConnection)
+         | DiskSpaceChanged | ServiceConnection | SendStateChanged)
 Subscriber = Callable[[Event], None]
 
 

@@ -18,6 +18,7 @@ from app.core.crashpoints import crash_point
 from app.core.events import AnalysisStarted, EventHub, ResultStored
 from app.core.model_registry import ModelRegistry, ModelStatus
 from app.core.models import ModelSpecs
+from app.core.outbox.result_outbox import ResultOutbox
 from app.core.store import StudyStore
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,16 @@ LANES = ("image", "volume")
 
 class Pipeline:
     def __init__(self, config: Config, store: StudyStore, hub: EventHub,
-                 models: ModelRegistry | None = None, specs: ModelSpecs | None = None) -> None:
-        """``specs`` are the models to load when no registry is given (the shipped ones by default)."""
+                 models: ModelRegistry | None = None, specs: ModelSpecs | None = None,
+                 outbox: ResultOutbox | None = None) -> None:
+        """``specs`` are the models to load when no registry is given (the shipped ones by default).
+        ``outbox``: a result's objects for PACS are written before it is stored and queued with it."""
         self.config = config
         self.store = store
         self.hub = hub
         self.models = models or ModelRegistry(config, specs=specs)
         self.analyser = SeriesAnalyser(config, store, self.models)
+        self.outbox = outbox
         self._wake = {lane: threading.Event() for lane in LANES}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -107,8 +111,19 @@ class Pipeline:
                 self.store.finish_job(job.series_uid)
                 return
         crash_point("mid-analysis")
-        self.store.save_result(result)
-        self.store.finish_job(job.series_uid, job.instance_count, job.enqueued_at)
+        staged = self.outbox.stage(result) if self.outbox is not None else None  # files fsynced, rows not yet
+        crash_point("after-staging")
+
+
+        def with_result(conn: Any) -> None:
+            # The queued objects and the finished job commit with the result (this thread's
+            # connection, same transaction): a crash never re-runs a stored result's analysis,
+            # which would build a second set of objects for it.
+            if staged is not None:
+                staged.record(conn)
+            self.store.finish_job(job.series_uid, job.instance_count, job.enqueued_at)
+
+        self.store.save_result(result, also=with_result)
         log.info("series %s: %s (%s) %s", job.series_uid, result.priority, result.status, result.summary)
         self.hub.publish(ResultStored(job.study_uid, job.series_uid, result.priority))
 

@@ -72,3 +72,4 @@ class DesktopService(Protocol):
     def stop(self) -> None: ...
     def models_status(self) -> Sequence[ModelStatusView]: ...  # thread-safe; polled every second
     def queue_length(self) -> int: ...                       # series waiting for analysis
+    def send_study(self, study_uid: str) -> int: ...         # "Send to PACS": sends queued (0: none configured)

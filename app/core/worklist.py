@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from app.core.results import AnalysisResult
 from app.core.store import StudyRecord, StudyStore
+from app.core.store.outbox_queue import StudySendState
 
 # Lower sorts first.
 RANK = {"critical": 0, "urgent": 1, "analysing": 2, "new": 2, "routine": 3, "not_analysed": 3, "failed": 3}
@@ -33,6 +34,8 @@ class WorklistRow:
     status: str              # new, analysing, ready, reviewed
     n_series: int
     n_instances: int
+    send_state: str = ""     # results sent to PACS: "", queued, sent, failing, stopped
+    send_detail: str = ""    # why (the last error when failing), for the tooltip
 
     @property
     def rank(self) -> int:
@@ -42,7 +45,8 @@ class WorklistRow:
         return (self.rank, self.arrival)
 
 
-def _study_row(study: StudyRecord, results: list[AnalysisResult], job_states: list[str | None]) -> WorklistRow:
+def _study_row(study: StudyRecord, results: list[AnalysisResult], job_states: list[str | None],
+               send: StudySendState | None = None) -> WorklistRow:
     busy = any(state in ("pending", "running") for state in job_states)
     model_results = [r for r in results if r.status == "done"]
     priorities = [r.priority for r in results]
@@ -80,6 +84,7 @@ def _study_row(study: StudyRecord, results: list[AnalysisResult], job_states: li
         description=study.description, priority=priority, validated=validated, summary="; ".join(parts),
         arrival=study.first_received, result_at=result_at, arrival_to_result_s=turnaround, status=status,
         n_series=study.n_series, n_instances=study.n_instances,
+        send_state=send.state if send else "", send_detail=send.detail if send else "",
     )
 
 
@@ -88,7 +93,8 @@ def row_for_study(store: StudyStore, study_uid: str) -> WorklistRow | None:
     if study is None:
         return None
     series = store.list_series(study_uid)
-    return _study_row(study, store.results_for_study(study_uid), [store.job_state(s.series_uid) for s in series])
+    return _study_row(study, store.results_for_study(study_uid), [store.job_state(s.series_uid) for s in series],
+                      store.outbox.study_states(study_uid).get(study_uid))
 
 
 def build_rows(store: StudyStore) -> list[WorklistRow]:
@@ -100,6 +106,8 @@ def build_rows(store: StudyStore) -> list[WorklistRow]:
     states: dict[str, list[str | None]] = {}
     for study_uid, state in store.job_states_by_study():
         states.setdefault(study_uid, []).append(state)
-    rows = [_study_row(s, results.get(s.study_uid, []), states.get(s.study_uid, [])) for s in studies]
+    sends = store.outbox.study_states()
+    rows = [_study_row(s, results.get(s.study_uid, []), states.get(s.study_uid, []), sends.get(s.study_uid))
+            for s in studies]
     rows.sort(key=WorklistRow.sort_key)
     return rows

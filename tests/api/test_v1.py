@@ -37,6 +37,7 @@ class Running:
     ct_series: str
     cxr_study: str
     cxr_series: str
+    sends: list[str]
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.server.url + path, headers=self.headers)
@@ -61,13 +62,19 @@ def running(tmp_path: Path) -> Iterator[Running]:
     hub.subscribe(node.on_event)
     hub.publish(NodeStatus(True, f"FIRSTLOOK on 127.0.0.1:{config.port}"))
     users = UserDirectory(store)
+    sends: list[str] = []
+
+    def send_study(study_uid: str) -> int:  # the service's outbox stands here; tests/outbox test the outbox itself
+        sends.append(study_uid)
+        return 3
+
     ctx = ApiContext(config=config, store=store, hub=hub, users=users, audit=AuditLog(config.data_dir), node=node,
-                     models_status=lambda: [], queue_length=lambda: 2, errors=RecentErrors())
+                     models_status=lambda: [], queue_length=lambda: 2, errors=RecentErrors(), send_study=send_study)
     server = ApiServer(ctx)
     server.start()
     try:
         yield Running(server, store, hub, {"Authorization": f"Bearer {users.add('reader')}"}, ct_study, ct_series,
-                      cxr.header.study_uid, cxr.header.series_uid)
+                      cxr.header.study_uid, cxr.header.series_uid, sends)
     finally:
         server.stop()
         store.close()
@@ -122,3 +129,15 @@ def test_status_snapshot(running: Running) -> None:
     assert status["user"] == "reader" and status["queue_length"] == 2 and status["outbox"] is None
     assert status["node"]["listening"] is True and status["node"]["message"].startswith("FIRSTLOOK on 127.0.0.1")
     assert status["disk"]["free_bytes"] > 0 and status["disk"]["refusing"] is False
+
+
+def test_send_to_pacs_reaches_the_outbox_and_is_audited(running: Running) -> None:
+    url = f"{running.server.url}/api/v1/studies/{running.cxr_study}/send"
+    answer = httpx.post(url, json={}, headers=running.headers)
+    assert answer.status_code == 200 and answer.json() == {"study_uid": running.cxr_study, "queued": 3}
+    assert running.sends == [running.cxr_study]
+    unknown = httpx.post(f"{running.server.url}/api/v1/studies/1.2.3.4/send", json={}, headers=running.headers)
+    assert unknown.status_code == 404 and running.sends == [running.cxr_study]
+    assert httpx.post(url, json={}).status_code == 401 and running.sends == [running.cxr_study]
+    records = [r for r in AuditLog(running.store.data_dir).records() if r.get("event") == "api.send_requested"]
+    assert [(r["user"], r["study_uid"], r["queued"]) for r in records] == [("reader", running.cxr_study, 3)]

@@ -28,5 +28,7 @@ def test_service_satisfies_the_desktop_interface(tmp_path: Path):
         assert service.queue_length() == 0
         for name in ("start", "stop", "models_status", "queue_length"):   # callable as the desktop calls them
             inspect.signature(getattr(service, name)).bind()
+        inspect.signature(service.send_study).bind("1.2.3")
+        assert service.send_study("1.2.3") == 0  # no destination configured: nothing queued
     finally:
         service.store.close()

@@ -132,10 +132,10 @@ def test_worker_survives_a_job_whose_result_cannot_be_saved(data_dir: Path, tmp_
     pipeline = Pipeline(config, store, EventHub())
     real_save = store.save_result
 
-    def save(result):  # type: ignore[no-untyped-def]
+    def save(result, also=None):  # type: ignore[no-untyped-def]
         if result.series_uid == first:
             raise sqlite3.OperationalError("database or disk is full")
-        real_save(result)
+        real_save(result, also)
 
     monkeypatch.setattr(store, "save_result", save)
     pipeline.start()

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from app.core.results import AnalysisResult
 from app.core.store.migrations import Migration, migrate
@@ -264,23 +264,39 @@ class Index:
                                 (time.time() if reviewed else None, study_uid))
 
     # -- results -----------------------------------------------------------------------------------
-    def save_result(self, r: AnalysisResult) -> None:
+    def save_result(self, r: AnalysisResult, also: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """Upsert the result; ``also`` writes more rows in the same transaction (the outbox's
+        objects), so the result and its queued objects are committed together or not at all."""
         with self.write_lock:
-            self.conn().execute(
-                """INSERT INTO results(series_uid, study_uid, status, reason, model, model_version, device,
-                       device_note, validated, priority, summary, findings, timings, overlay_path,
-                       arrival_at, created_at)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-                   ON CONFLICT(series_uid) DO UPDATE SET status=excluded.status, reason=excluded.reason,
-                       model=excluded.model, model_version=excluded.model_version, device=excluded.device,
-                       device_note=excluded.device_note, validated=excluded.validated,
-                       priority=excluded.priority, summary=excluded.summary, findings=excluded.findings,
-                       timings=excluded.timings, overlay_path=excluded.overlay_path,
-                       arrival_at=excluded.arrival_at, created_at=excluded.created_at""",
-                (r.series_uid, r.study_uid, r.status, r.reason, r.model, r.model_version, r.device, r.device_note,
-                 int(r.validated), r.priority, r.summary, json.dumps(r.findings), json.dumps(r.timings),
-                 r.overlay_path, r.arrival_at, r.created_at),
-            )
+            conn = self.conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._upsert_result(conn, r)
+                if also is not None:
+                    also(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _upsert_result(conn: sqlite3.Connection, r: AnalysisResult) -> None:
+        conn.execute(
+            """INSERT INTO results(series_uid, study_uid, status, reason, model, model_version, device,
+                   device_note, validated, priority, summary, findings, timings, overlay_path,
+                   arrival_at, created_at)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(series_uid) DO UPDATE SET status=excluded.status, reason=excluded.reason,
+                   model=excluded.model, model_version=excluded.model_version, device=excluded.device,
+                   device_note=excluded.device_note, validated=excluded.validated,
+                   priority=excluded.priority, summary=excluded.summary, findings=excluded.findings,
+                   timings=excluded.timings, overlay_path=excluded.overlay_path,
+                   arrival_at=excluded.arrival_at, created_at=excluded.created_at""",
+            (r.series_uid, r.study_uid, r.status, r.reason, r.model, r.model_version, r.device, r.device_note,
+             int(r.validated), r.priority, r.summary, json.dumps(r.findings), json.dumps(r.timings),
+             r.overlay_path, r.arrival_at, r.created_at),
+        )
 
     def get_result(self, series_uid: str) -> AnalysisResult | None:
         row = self.conn().execute("SELECT * FROM results WHERE series_uid=?", (series_uid,)).fetchone()

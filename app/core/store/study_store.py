@@ -22,13 +22,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from app.core.crashpoints import crash_point
 from app.core.results import AnalysisResult
 from app.core.store.errors import OutOfResources
 from app.core.store.index import INDEX_FILE, Index, Replacement, synchronous_mode
 from app.core.store.job_queue import VOLUME_MODALITIES, JobQueue
+from app.core.store.outbox_queue import OutboxQueue
 from app.core.store.part10 import InstanceHeader, joined_stream, read_header
 from app.core.store.records import Job, SeriesRecord, StoredInstance, StudyRecord
 from app.core.store.recovery import Recovery, set_aside_damaged_index
@@ -72,6 +73,7 @@ class StudyStore:
         self.db_path = self.data_dir / INDEX_FILE
         self.index = Index(self.db_path, self.index_sync)
         self.jobs = JobQueue(self.index)
+        self.outbox = OutboxQueue(self.index)
         self.recovery = Recovery(self.area, self.index)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -308,10 +310,11 @@ class StudyStore:
         return self.jobs.state(series_uid)
 
     # -- results -----------------------------------------------------------------------------------
-    def save_result(self, r: AnalysisResult) -> None:
+    def save_result(self, r: AnalysisResult, also: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """``also``: more rows for the same transaction (the outbox's queued objects)."""
         if r.overlay_path:  # overlays are written by the analysers: make sure they are private like the rest
             self.area.make_private(r.overlay_path)
-        self.index.save_result(r)
+        self.index.save_result(r, also)
 
     def get_result(self, series_uid: str) -> AnalysisResult | None:
         return self.index.get_result(series_uid)

@@ -1,0 +1,106 @@
+"""Schema 2 (the outbox) over a data dir written by the release before it (schema 1, 9a55971):
+the old rows and files are intact, the outbox tables arrive empty, and the old done result can
+be sent on demand (its objects are built then)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.uid import generate_uid
+
+from app.core.destinations import Destination
+from app.core.outbox.result_outbox import ResultOutbox
+from app.core.store import StudyStore
+from app.core.store.migrations import latest_version
+from tests.support import REPO
+from tests.support.dicom_factory import make_ct_slice, write
+from tests.support.outbox_helpers import StandInBuilder
+
+SCHEMA_1_RELEASE = "9a55971"  # the last release with schema version 1 (no outbox)
+
+WRITER = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+
+    import app.core.store
+    from app.core.results import AnalysisResult
+    from app.core.store import StudyStore
+
+    root, data_dir, spec = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(Path(sys.argv[3]).read_text())
+    assert Path(app.core.store.__file__).resolve().is_relative_to(root.resolve()), app.core.store.__file__
+    store = StudyStore(data_dir)
+    for name in spec["files"]:
+        store.store_instance(Path(name).read_bytes(), calling_ae="CT01", peer="10.0.0.7:40001")
+    assert store.enqueue_job(spec["series"])
+    job = store.claim_job()
+    store.save_result(AnalysisResult(series_uid=spec["series"], study_uid=spec["study"], status="done",
+                                     priority="urgent", model="blast-ct", model_version="1.0", summary="IPH 3 mL"))
+    store.finish_job(job.series_uid, job.instance_count, job.enqueued_at)
+    store.close()
+""")
+
+
+def _rows(db: Path) -> dict[str, list[tuple]]:
+    conn = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"
+                                             " AND name NOT LIKE 'sqlite_%'")]
+        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+    finally:
+        conn.close()
+
+
+def test_schema_1_data_dir_opens_with_an_empty_outbox_and_sends_on_demand(tmp_path: Path) -> None:
+    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{SCHEMA_1_RELEASE}^{{commit}}"],
+                           capture_output=True)
+    if found.returncode != 0:
+        pytest.fail(f"needs release {SCHEMA_1_RELEASE} from the git history (run in a full clone)")
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", SCHEMA_1_RELEASE, "app", "inference"],
+                             capture_output=True, check=True).stdout
+    code = tmp_path / "code"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(code, filter="data")
+    study, series = generate_uid(), generate_uid()
+    files = [write(make_ct_slice(np.full((16, 16), i, np.int16), (0, 0, float(i)), instance=i + 1, study_uid=study,
+                                 series_uid=series), tmp_path / "in") for i in range(3)]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"files": [str(f) for f in files], "study": study, "series": series}))
+    (tmp_path / "writer.py").write_text(WRITER)
+    data_dir = tmp_path / "data"
+    run = subprocess.run([sys.executable, str(tmp_path / "writer.py"), str(code), str(data_dir), str(spec)],
+                         cwd=code, env={**os.environ, "PYTHONPATH": str(code)}, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    db = data_dir / "index.sqlite3"
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+    before = _rows(db)
+
+    store = StudyStore(data_dir)
+    try:
+        after = _rows(db)
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version() >= 2
+        conn.close()
+        assert {t: r for t, r in after.items() if t in before} == before
+        assert after["outbox"] == [] and after["outbox_objects"] == []
+        assert store.verify() == [] and store.get_result(series).summary == "IPH 3 mL"
+        outbox = ResultOutbox(store, None, lambda: [Destination("pacs", "PACS", "127.0.0.1", 104)],  # type: ignore[arg-type]
+                              StandInBuilder())
+        outbox.recover()
+        assert outbox.resend_study(study) == 2
+        rows = store.outbox.rows(study)
+        assert {r["kind"] for r in rows} == {"sr", "sc"} and {r["state"] for r in rows} == {"queued"}
+    finally:
+        store.close()
