@@ -147,6 +147,25 @@ def _raw(db: Path) -> dict[str, Any]:
         conn.close()
 
 
+def _columns(db: Path) -> dict[str, list[str]]:
+    conn = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
+    finally:
+        conn.close()
+
+
+def _old_columns_only(db: Path, columns: dict[str, list[str]]) -> dict[str, list[tuple]]:
+    """Every row of the given tables, read as those columns only (later migrations may add columns)."""
+    conn = sqlite3.connect(db)
+    try:
+        return {t: sorted(conn.execute(f"SELECT {', '.join(c)} FROM {t}").fetchall(), key=repr)
+                for t, c in columns.items()}
+    finally:
+        conn.close()
+
+
 def _files(data_dir: Path) -> dict[str, bytes]:
     return {str(p.relative_to(data_dir)): p.read_bytes() for p in sorted(data_dir.rglob("*"))
             if p.is_file() and not p.name.startswith("index.sqlite3")}
@@ -163,9 +182,10 @@ def test_a_data_dir_from_the_release_before_schema_versions_opens_intact(old_dat
 
     store = StudyStore(data_dir)
     after = _raw(data_dir / "index.sqlite3")
-    assert after["user_version"] == 1                 # recorded as schema 1 ...
-    assert after["schema"] == before["schema"]        # ... without changing the schema ...
-    assert after["rows"] == before["rows"]            # ... or any row
+    assert after["user_version"] == latest_version()  # recorded as schema 1, then the later migrations ...
+    old_columns, new_columns = _columns(old_data_dir.path / "index.sqlite3"), _columns(data_dir / "index.sqlite3")
+    assert all(new_columns[t][:len(c)] == c for t, c in old_columns.items())  # ... only add columns ...
+    assert _old_columns_only(data_dir / "index.sqlite3", old_columns) == before["rows"]  # ... and change no row
     assert _files(data_dir) == files_before           # the files, superseded copy and audit log untouched
 
     studies = {s.study_uid: s for s in store.list_studies()}
@@ -202,7 +222,7 @@ def test_a_data_dir_from_the_release_before_schema_versions_opens_intact(old_dat
     store.close()
 
     again = StudyStore(data_dir)                       # a second open changes nothing
-    assert _raw(data_dir / "index.sqlite3")["user_version"] == 1 and len(again.list_studies()) == 2
+    assert _raw(data_dir / "index.sqlite3")["user_version"] == latest_version() and len(again.list_studies()) == 2
     again.close()
 
 
@@ -239,19 +259,20 @@ def test_a_failed_upgrade_leaves_the_index_as_it_was(tmp_path: Path) -> None:
     store.close()
     db = data_dir / "index.sqlite3"
     before = _raw(db)
-    good = Migration(2, "0002_sent_results.sql", "-- results sent to PACS\nCREATE TABLE sent_results (\n"
+    n = latest_version()
+    good = Migration(n + 1, f"{n + 1:04d}_sent_results.sql", "-- results sent to PACS\nCREATE TABLE sent_results (\n"
                                                  "    series_uid TEXT PRIMARY KEY, sent_at REAL NOT NULL\n);\n")
-    broken = Migration(3, "0003_broken.sql", "CREATE TABLE other (x TEXT);\nINSERT INTO no_such_table VALUES (1);\n")
+    broken = Migration(n + 2, f"{n + 2:04d}_broken.sql", "CREATE TABLE other (x TEXT);\nINSERT INTO no_such_table VALUES (1);\n")
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        with pytest.raises(MigrationFailed, match="from schema version 1 to 3 failed .*no_such_table.*unchanged"):
+        with pytest.raises(MigrationFailed, match=f"from schema version {n} to {n + 2} failed .*no_such_table.*unchanged"):
             migrate(conn, [*bundled_migrations(), good, broken])
         assert _raw(db) == before                      # not even the good 0002 is kept: one transaction
-        assert migrate(conn, [*bundled_migrations(), good]) == 2
+        assert migrate(conn, [*bundled_migrations(), good]) == n + 1
     finally:
         conn.close()
     upgraded = _raw(db)
-    assert upgraded["user_version"] == 2 and upgraded["rows"]["sent_results"] == []
+    assert upgraded["user_version"] == n + 1 and upgraded["rows"]["sent_results"] == []
     assert {t: rows for t, rows in upgraded["rows"].items() if t != "sent_results"} == before["rows"]
     with pytest.raises(SchemaTooNew):                  # and this code, which knows only 0001, refuses it
         StudyStore(data_dir)
@@ -261,7 +282,7 @@ def test_migrations_must_be_numbered_without_gaps(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "x.sqlite3", isolation_level=None)
     try:
         with pytest.raises(ValueError, match="without gaps"):
-            migrate(conn, [*bundled_migrations(), Migration(3, "0003_skipped_two.sql", "CREATE TABLE t (x);")])
+            migrate(conn, [*bundled_migrations(), Migration(latest_version() + 2, "9999_skipped_one.sql", "CREATE TABLE t (x);")])
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
     finally:
         conn.close()

@@ -1,0 +1,4 @@
+-- Schema 2 is reserved for issue 11's table (the outbox), developed on another branch at the
+-- same time as 0003. Migrations must be numbered without gaps, so this branch carries this
+-- empty placeholder. When issue 11's 0002_*.sql is merged, DELETE THIS FILE (two version-2
+-- files fail loudly at every open: "numbered 1, 2, 3, ... without gaps").

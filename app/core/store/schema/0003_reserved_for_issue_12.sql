@@ -1,0 +1,4 @@
+-- Schema 3 is reserved for issue 12's table (users), developed on another branch at the
+-- same time as 0004. Migrations must be numbered without gaps, so this branch carries this
+-- empty placeholder. When issue 12's 0003_*.sql is merged, DELETE THIS FILE (two version-3
+-- files fail loudly at every open: "numbered 1, 2, 3, ... without gaps").
