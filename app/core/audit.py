@@ -32,6 +32,7 @@ ASSOCIATION_REJECTED = "dicom.association_rejected"
 TLS_REFUSED = "dicom.tls_refused"
 STUDY_OPENED = "viewer.study_opened"
 STUDIES_LISTED = "admin.studies_listed"
+PRIORITY_CHANGED = "analysis.priority_changed"  # a preliminary priority was revised (app/core/progressive.py)
 
 
 def os_user() -> str:

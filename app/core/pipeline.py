@@ -2,7 +2,8 @@
 
 Runs off the node's threads. The queue lives in the store, so a crash or restart loses no
 work: jobs left running are re-queued at start, and a result is an upsert per series, so
-re-running a job replaces its result instead of duplicating it. A job that keeps failing
+re-running a job replaces its result instead of duplicating it. A progressive model's
+preliminary results are upserts into the same row (``app.core.progressive``). A job that keeps failing
 (e.g. a decoder that crashes the process) is given up after ``MAX_ATTEMPTS``.
 """
 
@@ -18,6 +19,7 @@ from app.core.crashpoints import crash_point
 from app.core.events import AnalysisStarted, EventHub, ResultStored
 from app.core.model_registry import ModelRegistry, ModelStatus
 from app.core.models import ModelSpecs
+from app.core.progressive import ProgressiveResults
 from app.core.store import StudyStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class Pipeline:
         self.hub = hub
         self.models = models or ModelRegistry(config, specs=specs)
         self.analyser = SeriesAnalyser(config, store, self.models)
+        self.progressive = ProgressiveResults(store, hub)
         self._wake = {lane: threading.Event() for lane in LANES}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -100,13 +103,15 @@ class Pipeline:
             result = failed_result(job.series_uid, job.study_uid,
                                    f"analysis was interrupted {job.attempts - 1} times; given up")
         else:
+            self.progressive.begin(job.series_uid)
             try:
-                result = self.analyser.analyse(job.series_uid)
+                result = self.analyser.analyse(job.series_uid, on_preliminary=self.progressive.store_preliminary)
             except KeyError:
                 log.warning("job for unknown series %s dropped", job.series_uid)
                 self.store.finish_job(job.series_uid)
                 return
         crash_point("mid-analysis")
+        self.progressive.finish(result)
         self.store.save_result(result)
         self.store.finish_job(job.series_uid, job.instance_count, job.enqueued_at)
         log.info("series %s: %s (%s) %s", job.series_uid, result.priority, result.status, result.summary)

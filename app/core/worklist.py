@@ -1,7 +1,8 @@
 """The triage worklist, headless: one row per study, most urgent first, then oldest first.
 
 Studies whose analysis has not finished sort just below urgent ones: until the model has
-spoken, any of them could be critical.
+spoken, any of them could be critical. A preliminary result (first members of an ensemble)
+sorts by its priority at once and is marked as preliminary until the final one replaces it.
 """
 
 from __future__ import annotations
@@ -33,13 +34,17 @@ class WorklistRow:
     status: str              # new, analysing, ready, reviewed
     n_series: int
     n_instances: int
+    preliminary: bool = False  # some result is a partial ensemble's (the final one is still coming)
+    progress: str = ""         # "preliminary (1/12)"
+    priority_note: str = ""    # "priority changed: critical (preliminary 1/12) → routine"
 
     @property
     def rank(self) -> int:
         return RANK.get(self.priority, 3)
 
-    def sort_key(self) -> tuple[int, float]:
-        return (self.rank, self.arrival)
+    def sort_key(self) -> tuple[int, float, str]:
+        """Worklist order, as the desktop sorts it (ties by study UID, so every listing agrees)."""
+        return (self.rank, self.arrival, self.study_uid)
 
 
 def _study_row(study: StudyRecord, results: list[AnalysisResult], job_states: list[str | None]) -> WorklistRow:
@@ -80,6 +85,9 @@ def _study_row(study: StudyRecord, results: list[AnalysisResult], job_states: li
         description=study.description, priority=priority, validated=validated, summary="; ".join(parts),
         arrival=study.first_received, result_at=result_at, arrival_to_result_s=turnaround, status=status,
         n_series=study.n_series, n_instances=study.n_instances,
+        preliminary=any(r.preliminary for r in results),
+        progress="; ".join(dict.fromkeys(r.progress_text for r in results if r.preliminary)),
+        priority_note="; ".join(dict.fromkeys(r.priority_note for r in results if r.priority_note)),
     )
 
 
