@@ -153,3 +153,41 @@ def test_firstlook_worklist_json_is_the_worklist_in_order_with_preliminary_marks
     assert text[1].split()[:4] == ["1", "CRITICAL", "prelim.", "analysing"] and "preliminary (1/12)" in text[1]
     assert any(r["event"] == "admin.studies_listed" and r["listing"] == "worklist"
                for r in AuditLog(data).records())
+
+
+def test_blast_ct_stores_its_first_member_as_a_preliminary_result_then_the_ensemble(packs_dir: Path,
+                                                                                    tmp_path: Path) -> None:
+    """The shipped spec with two members on the synthetic head: the chosen first member runs first,
+    its result is stored (with its overlay) and announced before the two-member ensemble's."""
+    from app.core.models import ModelSpecs
+    from app.core.models.blast_ct import FIRST_MEMBER, BlastCtSpec
+    from app.core.synthetic_dicom import synthetic_head_ct
+
+    spec = BlastCtSpec(members=2, progressive_steps=(1,))
+    specs = ModelSpecs((spec,))
+    config = Config(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", packs_dir=packs_dir,
+                    min_free_mb=0).validate(specs.names)
+    store = StudyStore(config.data_dir)
+    series = store_series(store, synthetic_head_ct(tmp_path / "in"))
+    hub = EventHub()
+    seen = _snapshots(hub, store)
+    overlay_then: list[bool] = []
+    hub.subscribe(lambda e: overlay_then.append((config.data_dir / f"results/{series}/labels.npz").is_file())
+                  if isinstance(e, ResultStored) else None)
+    pipeline = Pipeline(config, store, hub, specs=specs)
+    pipeline.models.load()
+    names = pipeline.models.get("blast-ct").member_names
+    assert names[0] == FIRST_MEMBER and len(names) == 2
+    pipeline.run_until_idle()
+
+    assert [(s["event"].preliminary, s["result"].members_done, s["result"].members_total) for s in seen] == [
+        (True, 1, 2), (False, 2, 2)]
+    assert overlay_then == [True, True] and all(s["n_results"] == 1 for s in seen)
+    pre, final = (s["result"] for s in seen)
+    assert pre.summary.startswith("preliminary (1/2): ") and pre.model == "blast-ct" and pre.status == "done"
+    assert set(pre.findings["volumes_ml"]) == {"IPH", "EAH", "oedema", "IVH"}
+    assert seen[0]["rows"][0].preliminary and not build_rows(store)[0].preliminary
+    assert not final.preliminary and not final.summary.startswith("preliminary")
+    assert final.timings["arrival_to_preliminary"] <= final.timings["arrival_to_result"]
+    assert (store.get_result(series).preliminary, len(store.results_for_study(final.study_uid))) == (False, 1)
+    store.close()
