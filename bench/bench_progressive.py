@@ -4,6 +4,8 @@
     python bench/bench_progressive.py members [--cases real synth-s6 real-noise ...] [--out build/progressive]
     # 2. agreement of each single member with the ensemble, and preliminary vs final priority
     python bench/bench_progressive.py report [--out build/progressive] [--first model_03] [--json]
+    #    a case still running (some members saved): each member vs the ensemble of the others
+    python bench/bench_progressive.py report-partial --cases real
     # 3. arrival -> preliminary and arrival -> final for the real series pushed by storescu
     python bench/bench_progressive.py arrival [--modes final-only progressive] [--parallel]
 
@@ -230,6 +232,46 @@ def _prefix_priority(acc: np.ndarray, case: str, out: Path, pixel_ml: np.ndarray
 _geometry_cache: dict = {}
 
 
+def report_partial(args: argparse.Namespace) -> None:
+    """Cases whose ensemble has not finished (only some members saved): each member against the
+    ensemble of the OTHER saved members (leave-one-out), a proxy for the 12-member ensemble."""
+    from inference.blastct import CLASSES
+    from inference.ct_volume import labels_to_native
+
+    manifest = json.loads((packs_dir() / "blast-ct" / "manifest.json").read_text())
+    out = Path(args.out)
+    for case in args.cases:
+        files = sorted((out / case).glob("member_*.npz"))
+        if len(files) < 3:
+            print(f"{case}: {len(files)} member(s) saved, too few")
+            continue
+        with tempfile.TemporaryDirectory() as scratch:
+            volume = load_case(case, Path(scratch))
+        pixel_ml = volume.native.pixel_volume_ml()
+        total = None
+        names = []
+        for f in files:
+            z = np.load(f)
+            probs = z["probs"].astype(np.float32)
+            total = probs if total is None else total + probs
+            names.append(str(z["name"]))
+        ref_all = labels_to_native(total.argmax(axis=0).astype(np.uint8), volume)
+        p_all, v_all = priority_of(ref_all, pixel_ml, manifest)
+        print(f"\n{case}: {len(files)} of 12 members saved ({', '.join(names)}); their ensemble -> {p_all} {v_all}")
+        print(f"{'member':10} {'LOO mean Dice':>13} {'prio':>9} {'LOO prio':>9}  Dice per class vs leave-one-out ensemble")
+        for f, name in zip(files, names):
+            z = np.load(f)
+            own_labels = z["labels"]
+            loo = labels_to_native((total - z["probs"].astype(np.float32)).argmax(axis=0).astype(np.uint8), volume)
+            d = {c: dice(own_labels == k, loo == k) for k, c in enumerate(CLASSES, start=1)}
+            ds = [v for v in d.values() if v is not None]
+            p_own, v_own = priority_of(own_labels, pixel_ml, manifest)
+            p_loo, _ = priority_of(loo, pixel_ml, manifest)
+            md = f"{np.mean(ds):.3f}" if ds else "-"
+            print(f"{name:10} {md:>13} {p_own:>9} {p_loo:>9}  "
+                  + ", ".join(f"{c} {'-' if v is None else f'{v:.3f}'}" for c, v in d.items()) + f"  {v_own}")
+
+
 def run_arrival(args: argparse.Namespace) -> None:
     """Push the real series with storescu to a headless FirstLook per mode, all modes at the same
     time (side by side under the same load); time arrival -> each stored result."""
@@ -305,7 +347,7 @@ def arrival_child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["members", "report", "arrival", "arrival-child"])
+    ap.add_argument("what", choices=["members", "report", "report-partial", "arrival", "arrival-child"])
     ap.add_argument("--cases", nargs="+", default=DEFAULT_CASES)
     ap.add_argument("--out", default=str(REPO / "build" / "progressive"))
     ap.add_argument("--again", action="store_true", help="recompute cases already saved")
@@ -321,6 +363,8 @@ def main() -> None:
         run_members(args)
     elif args.what == "report":
         report(args)
+    elif args.what == "report-partial":
+        report_partial(args)
     elif args.what == "arrival":
         run_arrival(args)
     else:

@@ -330,7 +330,7 @@ class BlastCt:
         """Segment one head CT; ``volume`` is a CtVolume or a DICOM series (datasets or paths).
 
         ``on_member(k, output)`` receives the partial result of the first k members after each
-        member (the last call is the full ensemble, also returned)."""
+        member but the last (the full ensemble is what this returns)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         if not isinstance(volume, CtVolume):
@@ -340,7 +340,7 @@ class BlastCt:
         tiles = [0, 0]
 
         def partial(done: int, acc: np.ndarray) -> None:
-            if on_member is not None:
+            if on_member is not None and done < len(self.member_names):
                 on_member(done, self._output(acc, ct, done, tiles, dict(timings), t0, keep_grid))
 
         try:
