@@ -38,12 +38,13 @@ def print_worklist(rows: list[WorklistRow], as_json: bool, out: TextIO) -> None:
     if not rows:
         out.write("worklist is empty\n")
         return
-    out.write(f"{'#':>3}  {'priority':16} {'status':26} {'patient':22} {'id':10} {'study':16} {'mod':5} "
-              f"{'arrival → result':26} AI summary\n")
+    out.write(f"{'#':>3}  {'priority':16} {'status':30} {'patient':22} {'id':10} {'study':16} {'mod':5} "
+              f"{'arrival → result':34} AI summary\n")
     for i, r in enumerate(rows, start=1):
-        out.write(f"{i:>3}  {priority_text(r):16} {status_text(r)[:26]:26} {format_patient_name(r.patient_name)[:22]:22} "
-                  f"{r.patient_id[:10]:10} {format_study_when(r.study_date, r.study_time):16} {r.modalities[:5]:5} "
-                  f"{turnaround_text(r)[:26]:26} {summary_text(r)}\n")
+        out.write(f"{i:>3}  {priority_text(r):16} {status_text(r)[:30]:30} "
+                  f"{format_patient_name(r.patient_name)[:22]:22} {r.patient_id[:10]:10} "
+                  f"{format_study_when(r.study_date, r.study_time):16} {r.modalities[:5]:5} "
+                  f"{turnaround_text(r)[:34]:34} {summary_text(r)}\n")
 
 
 def run(config: Config, as_json: bool, out: TextIO = sys.stdout) -> int:

@@ -61,7 +61,7 @@ def summary_text(row: WorklistRow) -> str:
 def turnaround_text(row: WorklistRow) -> str:
     """Arrival → result; marked while that result is preliminary."""
     text = format_duration(row.arrival_to_result_s)
-    return f"{text} ({row.progress})" if text and row.preliminary and row.progress else text
+    return f"{text} to {row.progress}" if text and row.preliminary and row.progress else text
 
 
 def status_text(row: WorklistRow) -> str:

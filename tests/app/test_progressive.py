@@ -69,7 +69,7 @@ def test_a_preliminary_result_comes_first_sorts_at_once_and_the_final_one_replac
                                                                            "preliminary (1/3)")
     assert row.status == "analysing" and status_text(row) == "analysing · preliminary (1/3)"
     assert priority_text(row) == "URGENT prelim." and summary_text(row).startswith("preliminary (1/3)")
-    assert turnaround_text(row).endswith("(preliminary (1/3))")
+    assert turnaround_text(row).endswith(" s to preliminary (1/3)")
 
     mid = second["result"]                                         # member 2 already clears it
     assert (mid.preliminary, mid.members_done, mid.priority) == (True, 2, "routine")

@@ -61,7 +61,7 @@ def test_preliminary_marking_in_worklist_and_viewer_then_the_final_result(qtbot,
     assert cells[COL_PRIORITY] == "CRITICAL prelim."
     assert cells[COL_STATUS] == "ready · preliminary (1/12)"
     assert cells[COL_SUMMARY].startswith("preliminary (1/12): IPH")
-    assert cells[COL_TURNAROUND] == "41 s (preliminary (1/12))"
+    assert cells[COL_TURNAROUND] == "41 s to preliminary (1/12)"
     assert window.proxy.index(1, COL_PRIORITY).data() == "routine"  # a final result carries no mark
 
     from app.cli import main                                         # the headless listing agrees
