@@ -47,7 +47,7 @@ def print_worklist(rows: list[WorklistRow], as_json: bool, out: TextIO) -> None:
                   f"{turnaround_text(r)[:34]:34} {summary_text(r)}\n")
 
 
-def run(config: Config, as_json: bool, out: TextIO = sys.stdout) -> int:
+def run(config: Config, as_json: bool, out: TextIO | None = None) -> int:
     store = StudyStore(config.data_dir)
     try:
         rows = build_rows(store)
@@ -55,5 +55,5 @@ def run(config: Config, as_json: bool, out: TextIO = sys.stdout) -> int:
         store.close()
     AuditLog(config.data_dir).append(STUDIES_LISTED, user=os_user(), sudo_user=os.environ.get("SUDO_USER"),
                                      studies=len(rows), listing="worklist")
-    print_worklist(rows, as_json, out)
+    print_worklist(rows, as_json, out if out is not None else sys.stdout)
     return 0

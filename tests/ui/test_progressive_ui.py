@@ -55,7 +55,7 @@ def test_preliminary_marking_in_worklist_and_viewer_then_the_final_result(qtbot,
     hub = EventHub()
     window.attach_backend(store, hub)
     window.show()
-    qtbot.waitUntil(lambda: window.proxy.rowCount() == 2, timeout=5000)
+    qtbot.waitUntil(lambda: window.proxy.rowCount() == 2, timeout=30000)
     assert _uids(window) == [bleed.study_uid, older.study_uid]        # the preliminary "critical" sorts first
     cells = {c: window.proxy.index(0, c).data() for c in (COL_PRIORITY, COL_STATUS, COL_SUMMARY, COL_TURNAROUND)}
     assert cells[COL_PRIORITY] == "CRITICAL prelim."
@@ -77,7 +77,7 @@ def test_preliminary_marking_in_worklist_and_viewer_then_the_final_result(qtbot,
     viewer.show()
     viewer.open_study(store, bleed.study_uid, bleed.series_uid)
     qtbot.waitUntil(lambda: viewer.opened is not None and viewer.overlays_ready and viewer.rendered is not None,
-                    timeout=10000)
+                    timeout=30000)
     assert viewer.preliminary_banner.isVisible()
     assert viewer.preliminary_banner.text().startswith("PRELIMINARY (1/12): first ensemble member(s) only")
     assert viewer.canvas.banner == "PRELIMINARY (1/12)"               # on the image itself
@@ -90,12 +90,12 @@ def test_preliminary_marking_in_worklist_and_viewer_then_the_final_result(qtbot,
                                 "(1/12) → routine (final)")
     store.save_result(final)
     _publish(hub, ResultStored(bleed.study_uid, bleed.series_uid, "routine"))
-    qtbot.waitUntil(lambda: _uids(window) == [older.study_uid, bleed.study_uid], timeout=5000)
+    qtbot.waitUntil(lambda: _uids(window) == [older.study_uid, bleed.study_uid], timeout=30000)
     assert window.proxy.index(1, COL_PRIORITY).data() == "routine"
     assert window.proxy.index(1, COL_SUMMARY).data().startswith("⚠ priority changed: critical in preliminary (1/12)")
     assert len(store.results_for_study(bleed.study_uid)) == 1
 
     viewer.reload_result()
-    qtbot.waitUntil(lambda: viewer.opened is not None and not viewer.opened.result.preliminary, timeout=10000)
+    qtbot.waitUntil(lambda: viewer.opened is not None and not viewer.opened.result.preliminary, timeout=30000)
     assert not viewer.preliminary_banner.isVisible() and viewer.canvas.banner == ""
     assert "priority changed: critical in preliminary (1/12) → routine (final)" in viewer.findings.toPlainText()
