@@ -31,8 +31,8 @@ THRESHOLDS_ML: dict[str, float] = {"IPH": 0.1, "EAH": 0.1, "oedema": 5.0, "IVH":
 # The member run first, so the preliminary result is as close to the ensemble as one member gets.
 # bench/bench_progressive.py, 2026-11-29: on the real series model_08 agrees best with the ensemble
 # of the other members (mean Dice over classes 0.54 vs 0.25-0.49 for models 01-07; same priority;
-# members 09-12 not yet measured there, the machine was shared), and on two synthetic heads it
-# gives the ensemble's priority (mean Dice 0.38; model_07 is best there, 0.61, but 0.25 on the real
+# members 09-12 not yet measured there, the machine was shared), and on three synthetic cases it
+# gives the ensemble's priority (mean Dice 0.33; model_07 is best there, 0.50, but 0.25 on the real
 # series). The real series counts for more than the phantoms.
 FIRST_MEMBER = "model_08"
 # Preliminary results after these many members (the full ensemble is the final result). Each costs
