@@ -72,6 +72,9 @@ def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
     s = sub.add_parser("studies", help="list stored studies")
     s.add_argument("--json", action="store_true")
 
+    w = sub.add_parser("worklist", help="print the triage worklist as the desktop shows it")
+    w.add_argument("--json", action="store_true")
+
     sub.add_parser("reindex", help="rebuild the index from the stored files")
 
     o = sub.add_parser("outbox", help="results sent to PACS: sent, queued, failing (with the reason)")
@@ -139,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command
     if command == "studies":
         return _studies(config, args.json)
+    if command == "worklist":
+        from app.commands.worklist import run as worklist
+
+        return worklist(config, args.json)
     if command == "reindex":
         return _reindex(config)
     if command == "users":

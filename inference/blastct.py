@@ -209,6 +209,7 @@ class BlastCt:
         precision: str | None = None,
         tile: int | None = None,
         members: int | None = None,
+        member_order: Sequence[str] | None = None,
         skip_constant: bool = True,
         native_cells_only: bool = True,
         check_device: bool = True,
@@ -229,6 +230,11 @@ class BlastCt:
         if self.tile % CELL:
             raise ValueError(f"tile {self.tile} is not a multiple of {CELL}")
         names = [m.name for m in pack.members]
+        if member_order:
+            unknown = [n for n in member_order if n not in names]
+            if unknown:
+                raise ValueError(f"unknown ensemble member(s) {unknown}")
+            names = list(dict.fromkeys(member_order)) + [n for n in names if n not in member_order]
         self.member_names = names[:members] if members else names
         self.skip_constant = skip_constant
         self.native_cells_only = native_cells_only
@@ -279,8 +285,12 @@ class BlastCt:
 
         return infer
 
-    def probabilities(self, volume: CtVolume, timings: dict[str, float] | None = None) -> tuple[np.ndarray, int, int]:
-        """Summed member softmax [5, Z, Y, X] (float32) plus tiles run / constant per member."""
+    def probabilities(self, volume: CtVolume, timings: dict[str, float] | None = None,
+                      on_member: Callable[[int, np.ndarray], None] | None = None) -> tuple[np.ndarray, int, int]:
+        """Summed member softmax [5, Z, Y, X] (float32) plus tiles run / constant per member.
+
+        ``on_member(members_done, acc)`` is called after each member with the sum so far (the
+        live array: read it, do not keep a reference)."""
         timings = timings if timings is not None else {}
         t0 = time.perf_counter()
         x = normalise(volume.hu)
@@ -295,7 +305,7 @@ class BlastCt:
         acc = np.zeros((N_CLASSES,) + volume.shape, dtype=np.float32)
         timings["prepare"] = time.perf_counter() - t0
         run = constant = 0
-        for member in self.member_names:
+        for done, member in enumerate(self.member_names, start=1):
             t1 = time.perf_counter()
             compile_s = 0.0
 
@@ -311,22 +321,39 @@ class BlastCt:
             timings["compile"] = timings.get("compile", 0.0) + compile_s
             timings["infer"] = timings.get("infer", 0.0) + (t2 - t1 - compile_s)
             log.debug("%s: %d tiles (+%d constant) in %.1f s", member, run, constant, t2 - t1)
+            if on_member is not None:
+                on_member(done, acc)
         return acc, run, constant
 
-    def analyse(self, volume: CtVolume | Sequence, keep_grid: bool = False) -> BlastCtOutput:
-        """Segment one head CT; ``volume`` is a CtVolume or a DICOM series (datasets or paths)."""
+    def analyse(self, volume: CtVolume | Sequence, keep_grid: bool = False,
+                on_member: Callable[[int, "BlastCtOutput"], None] | None = None) -> BlastCtOutput:
+        """Segment one head CT; ``volume`` is a CtVolume or a DICOM series (datasets or paths).
+
+        ``on_member(k, output)`` receives the partial result of the first k members after each
+        member but the last (the full ensemble is what this returns)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         if not isinstance(volume, CtVolume):
             volume = load_ct_volume(volume)
             timings.update(volume.timings)
+        ct: CtVolume = volume
+        tiles = [0, 0]
+
+        def partial(done: int, acc: np.ndarray) -> None:
+            if on_member is not None and done < len(self.member_names):
+                on_member(done, self._output(acc, ct, done, tiles, dict(timings), t0, keep_grid))
+
         try:
-            acc, run, constant = self.probabilities(volume, timings)
+            acc, tiles[0], tiles[1] = self.probabilities(volume, timings, partial if on_member else None)
         except (RuntimeError, ValueError) as exc:
             raise InferenceError(f"BLAST-CT inference failed: {exc}") from exc
+        return self._output(acc, volume, len(self.member_names), tiles, timings, t0, keep_grid)
+
+    def _output(self, acc: np.ndarray, volume: CtVolume, members: int, tiles: Sequence[int],
+                timings: dict[str, float], t0: float, keep_grid: bool) -> BlastCtOutput:
+        """Labels, volumes and slice facts from summed softmax ``acc`` of ``members`` members."""
         t1 = time.perf_counter()
         grid = acc.argmax(axis=0).astype(np.uint8)
-        del acc
         native = labels_to_native(grid, volume)
         ml = volumes_ml(native, volume.native, N_CLASSES)
         counts = np.stack([np.bincount(s.ravel(), minlength=N_CLASSES)[:N_CLASSES] for s in native])
@@ -350,9 +377,9 @@ class BlastCt:
             device=self.device,
             fallback_note=self.fallback_note,
             precision=self.precision,
-            members=len(self.member_names),
+            members=members,
             tile=self.tile,
-            tiles_run=run,
-            tiles_constant=constant,
+            tiles_run=int(tiles[0]),
+            tiles_constant=int(tiles[1]),
             grid_labels=grid if keep_grid else None,
         )

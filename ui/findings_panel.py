@@ -32,6 +32,12 @@ def _priority_badge(priority: str) -> str:
             f'{_esc(PRIORITY_TEXT.get(priority, priority))}&nbsp;</span>')
 
 
+def preliminary_notice(result: AnalysisResult) -> str:
+    """What a preliminary result is, in one line (the findings panel and the viewer's banner)."""
+    return (f"{result.progress_text.upper()}: first ensemble member(s) only; "
+            "the final result replaces it when the ensemble has run")
+
+
 def findings_html(result: AnalysisResult | None, series: SeriesRecord | None = None,
                   geometry: SeriesGeometry | None = None, load_note: str = "",
                   classes: Mapping[str, LabelClass] | None = None) -> str:
@@ -46,6 +52,11 @@ def findings_html(result: AnalysisResult | None, series: SeriesRecord | None = N
         if result.status == "done" and not result.validated:
             parts.append(f'<p style="background:#b00020; color:white; font-weight:bold; font-size:large;">'
                          f'&nbsp;⚠ {_esc(NOT_VALIDATED_TEXT.upper())}&nbsp;</p>')
+        if result.preliminary:
+            parts.append(f'<p style="background:#ef6c00; color:white; font-weight:bold;">&nbsp;'
+                         f'{_esc(preliminary_notice(result))}&nbsp;</p>')
+        if result.priority_note:
+            parts.append(f'<p style="color:#8a5a00;"><b>⚠ {_esc(result.priority_note)}</b></p>')
         parts.append(f"<p>{_priority_badge(result.priority)}&nbsp; {_esc(result.summary)}</p>")
         if result.status == "not_analysed":
             parts.append(f'<p style="color:#8a5a00;"><b>Not analysed:</b> {_esc(result.reason or "no reason given")}</p>')

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from app.core.models import ModelSpecs, default_specs
 from app.core.service_api import StudyReader
 from ui.canvas import ImageCanvas
-from ui.findings_panel import FindingsPanel
+from ui.findings_panel import FindingsPanel, preliminary_notice
 from ui.tasks import TaskRunner
 from ui.viewing.composition import LABEL_STYLES, compose_frame
 from ui.viewing.image_loader import SeriesPixels
@@ -114,6 +114,11 @@ class ViewerWidget(QWidget):
         self.banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.banner.setStyleSheet("background:#b00020; color:white; font-weight:bold; font-size:16px; padding:6px;")
         self.banner.setVisible(False)
+        # A partial ensemble's result: said above the image and on it, until the final one replaces it.
+        self.preliminary_banner = QLabel("")
+        self.preliminary_banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preliminary_banner.setStyleSheet("background:#ef6c00; color:white; font-weight:bold; padding:4px;")
+        self.preliminary_banner.setVisible(False)
         self.reason = QLabel()
         self.reason.setWordWrap(True)
         self.reason.setStyleSheet("background:#fff3cd; color:#5c4400; padding:4px;")
@@ -208,6 +213,7 @@ class ViewerWidget(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.banner)
+        layout.addWidget(self.preliminary_banner)
         layout.addWidget(self.reason)
         layout.addLayout(top)
         layout.addLayout(overlay_row)
@@ -372,6 +378,7 @@ class ViewerWidget(QWidget):
             self.rendered = None
             self.canvas.set_placeholder("")
             self.banner.setVisible(False)
+            self.preliminary_banner.setVisible(False)
             self.canvas.set_banner("")
             self._show_reason()
             self.findings.show_opened(None)
@@ -384,7 +391,12 @@ class ViewerWidget(QWidget):
         result = opened.result
         not_validated = result is not None and result.status == "done" and not result.validated
         self.banner.setVisible(not_validated)
-        self.canvas.set_banner(f"⚠ {NOT_VALIDATED_TEXT.upper()} ⚠" if not_validated else "")
+        preliminary = result is not None and result.preliminary
+        self.preliminary_banner.setText(preliminary_notice(result) if result is not None and preliminary else "")
+        self.preliminary_banner.setVisible(preliminary)
+        marks = ([f"⚠ {NOT_VALIDATED_TEXT.upper()} ⚠"] if not_validated else []) + (
+            [result.progress_text.upper()] if result is not None and preliminary else [])
+        self.canvas.set_banner(" · ".join(marks))
         self._show_reason()
         self.findings.show_opened(opened, self.specs)
         self.slice_slider.blockSignals(True)

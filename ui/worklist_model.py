@@ -5,7 +5,6 @@ default: priority, then arrival) and moves a row when its priority changes; the 
 from __future__ import annotations
 
 import bisect
-import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,10 @@ from PySide6.QtGui import QBrush, QColor, QFont, QPainter
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 from app.core.worklist import RANK, WorklistRow
+from app.core.worklist_text import (  # noqa: F401  (re-exported: the viewer and the findings panel use them)
+    NOT_VALIDATED_TEXT, PRIORITY_TEXT, format_duration, format_patient_name, format_study_when, priority_text,
+    status_text, summary_text, turnaround_text,
+)
 
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1
 UID_ROLE = Qt.ItemDataRole.UserRole + 3
@@ -27,49 +30,8 @@ COLUMNS: tuple[str, ...] = ("Priority", "Patient", "Patient ID", "Study date/tim
 SEND_TEXT = {"queued": "queued", "sent": "sent", "failing": "failing", "stopped": "stopped"}
 SEND_COLOURS = {"failing": "#b00020", "stopped": "#6a1b9a"}
 
-PRIORITY_TEXT = {"critical": "CRITICAL", "urgent": "URGENT", "routine": "routine", "not_analysed": "not analysed",
-                 "failed": "failed", "analysing": "analysing…", "new": "new"}
 PRIORITY_COLOURS = {"critical": "#c62828", "urgent": "#ef6c00", "routine": "#2e7d32", "not_analysed": "#616161",
                     "failed": "#6a1b9a", "analysing": "#1565c0", "new": "#455a64"}
-NOT_VALIDATED_TEXT = "NOT VALIDATED – not for diagnosis"
-
-
-def format_patient_name(name: str) -> str:
-    """DICOM PN 'FAMILY^GIVEN^MIDDLE' -> 'FAMILY, GIVEN MIDDLE'."""
-    parts = [p for p in name.split("=")[0].split("^") if p]
-    if not parts:
-        return ""
-    return parts[0] if len(parts) == 1 else f"{parts[0]}, {' '.join(parts[1:])}"
-
-
-def format_study_when(date: str, clock: str) -> str:
-    try:
-        when = datetime.datetime.strptime(date[:8] + (clock[:6] or "000000").ljust(6, "0"), "%Y%m%d%H%M%S")
-        return when.strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        return f"{date} {clock}".strip()
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def summary_text(row: WorklistRow) -> str:
-    """The AI summary, with the unvalidated warning impossible to miss."""
-    text = row.summary
-    if row.validated is False and "UNVALIDATED" not in text.upper():
-        text = f"⚠ {NOT_VALIDATED_TEXT}: {text}" if text else f"⚠ {NOT_VALIDATED_TEXT}"
-    elif row.validated is False:
-        text = "⚠ " + text
-    return text
 
 
 class _Descending:
@@ -164,7 +126,7 @@ class WorklistModel(QAbstractTableModel):
     @staticmethod
     def _display(r: WorklistRow, col: int) -> str:
         if col == COL_PRIORITY:
-            return PRIORITY_TEXT.get(r.priority, r.priority)
+            return priority_text(r)
         if col == COL_PATIENT:
             return format_patient_name(r.patient_name)
         if col == COL_PID:
@@ -178,9 +140,9 @@ class WorklistModel(QAbstractTableModel):
         if col == COL_SUMMARY:
             return summary_text(r)
         if col == COL_TURNAROUND:
-            return format_duration(r.arrival_to_result_s)
+            return turnaround_text(r)
         if col == COL_STATUS:
-            return r.status
+            return status_text(r)
         if col == COL_SEND:
             return SEND_TEXT.get(r.send_state, r.send_state)
         return ""
@@ -354,7 +316,7 @@ class PriorityBadgeDelegate(QStyledItemDelegate):
         font = QFont(option.font)
         font.setBold(row.priority in ("critical", "urgent"))
         painter.setFont(font)
-        text = PRIORITY_TEXT.get(row.priority, row.priority)
+        text = priority_text(row)
         if row.validated is False:
             text += " ⚠"
         painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)

@@ -57,7 +57,7 @@ def _describe(event: Event) -> tuple[str, dict[str, Any], str | None] | None:
         return "analysis_started", {"study_uid": event.study_uid, "series_uid": event.series_uid}, event.study_uid
     if isinstance(event, ResultStored):
         return "result_stored", {"study_uid": event.study_uid, "series_uid": event.series_uid,
-                                 "priority": event.priority}, event.study_uid
+                                 "priority": event.priority, "preliminary": event.preliminary}, event.study_uid
     if isinstance(event, ReviewedChanged):
         return "reviewed_changed", {"study_uid": event.study_uid, "reviewed": event.reviewed,
                                     "reviewed_at": event.reviewed_at, "user": event.user}, event.study_uid

@@ -57,7 +57,7 @@ def to_hub_event(event: ServerEvent) -> Event | None:
     if event.name == "analysis_started":
         return AnalysisStarted(d["study_uid"], d["series_uid"])
     if event.name == "result_stored":
-        return ResultStored(d["study_uid"], d["series_uid"], d.get("priority", ""))
+        return ResultStored(d["study_uid"], d["series_uid"], d.get("priority", ""), bool(d.get("preliminary", False)))
     if event.name == "reviewed_changed":
         return ReviewedChanged(d["study_uid"], bool(d["reviewed"]), d.get("reviewed_at"), d.get("user", ""))
     if event.name == "send_state_changed":

@@ -41,6 +41,7 @@ API_RETRIEVED = "api.retrieved"          # instances or metadata sent through WA
 API_REFUSED = "api.refused"              # no, unknown or revoked token
 API_USER_ADDED = "admin.api_user_added"
 API_USER_REVOKED = "admin.api_user_revoked"
+PRIORITY_CHANGED = "analysis.priority_changed"  # a preliminary priority was revised (app/core/progressive.py)
 
 
 def os_user() -> str:

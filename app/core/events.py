@@ -62,6 +62,7 @@ class ResultStored:
     study_uid: str
     series_uid: str
     priority: str
+    preliminary: bool = False  # a partial ensemble's result; the final one follows (and is the one to send)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Runs off the node's threads. The queue lives in the store, so a crash or restart loses no
 work: jobs left running are re-queued at start, and a result is an upsert per series, so
-re-running a job replaces its result instead of duplicating it. A job that keeps failing
+re-running a job replaces its result instead of duplicating it. A progressive model's
+preliminary results are upserts into the same row (``app.core.progressive``). A job that keeps failing
 (e.g. a decoder that crashes the process) is given up after ``MAX_ATTEMPTS``.
 """
 
@@ -19,6 +20,7 @@ from app.core.events import AnalysisStarted, EventHub, ResultStored
 from app.core.model_registry import ModelRegistry, ModelStatus
 from app.core.models import ModelSpecs
 from app.core.outbox.result_outbox import ResultOutbox
+from app.core.progressive import ProgressiveResults
 from app.core.store import StudyStore
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class Pipeline:
         self.models = models or ModelRegistry(config, specs=specs)
         self.analyser = SeriesAnalyser(config, store, self.models)
         self.outbox = outbox
+        self.progressive = ProgressiveResults(store, hub)
         self._wake = {lane: threading.Event() for lane in LANES}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -104,16 +107,18 @@ class Pipeline:
             result = failed_result(job.series_uid, job.study_uid,
                                    f"analysis was interrupted {job.attempts - 1} times; given up")
         else:
+            self.progressive.begin(job.series_uid)
             try:
-                result = self.analyser.analyse(job.series_uid)
+                result = self.analyser.analyse(job.series_uid, on_preliminary=self.progressive.store_preliminary)
             except KeyError:
                 log.warning("job for unknown series %s dropped", job.series_uid)
                 self.store.finish_job(job.series_uid)
                 return
         crash_point("mid-analysis")
-        staged = self.outbox.stage(result) if self.outbox is not None else None  # files fsynced, rows not yet
-        crash_point("after-staging")
-
+        self.progressive.finish(result)  # the final result: its priority against the preliminary ones shown
+        # Only final results go out: preliminary ones are never staged for PACS.
+        staged = self.outbox.stage(result) if self.outbox is not None and not result.preliminary else None
+        crash_point("after-staging")  # files fsynced, rows not yet
 
         def with_result(conn: Any) -> None:
             # The queued objects and the finished job commit with the result (this thread's

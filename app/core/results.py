@@ -30,3 +30,16 @@ class AnalysisResult:
     overlay_path: str | None = None
     arrival_at: float | None = None
     created_at: float = field(default_factory=time.time)
+    # Progressive (ensemble) models: a preliminary result reflects the first members only and is
+    # replaced in place by the final one. Preliminary results never leave FirstLook (no outbox).
+    preliminary: bool = False
+    members_done: int | None = None    # ensemble members behind this result; None: not an ensemble
+    members_total: int | None = None
+    priority_note: str | None = None   # set when the final priority differs from the preliminary one
+
+    @property
+    def progress_text(self) -> str:
+        """"preliminary (1/12)" for a preliminary result, "" otherwise."""
+        if not self.preliminary:
+            return ""
+        return f"preliminary ({self.members_done}/{self.members_total})" if self.members_total else "preliminary"

@@ -1,7 +1,8 @@
 """The triage worklist, headless: one row per study, most urgent first, then oldest first.
 
 Studies whose analysis has not finished sort just below urgent ones: until the model has
-spoken, any of them could be critical.
+spoken, any of them could be critical. A preliminary result (first members of an ensemble)
+sorts by its priority at once and is marked as preliminary until the final one replaces it.
 """
 
 from __future__ import annotations
@@ -36,13 +37,17 @@ class WorklistRow:
     n_instances: int
     send_state: str = ""     # results sent to PACS: "", queued, sent, failing, stopped
     send_detail: str = ""    # why (the last error when failing), for the tooltip
+    preliminary: bool = False  # some result is a partial ensemble's (the final one is still coming)
+    progress: str = ""         # "preliminary (1/12)"
+    priority_note: str = ""    # "priority changed: critical (preliminary 1/12) → routine"
 
     @property
     def rank(self) -> int:
         return RANK.get(self.priority, 3)
 
-    def sort_key(self) -> tuple[int, float]:
-        return (self.rank, self.arrival)
+    def sort_key(self) -> tuple[int, float, str]:
+        """Worklist order, as the desktop sorts it (ties by study UID, so every listing agrees)."""
+        return (self.rank, self.arrival, self.study_uid)
 
 
 def _study_row(study: StudyRecord, results: list[AnalysisResult], job_states: list[str | None],
@@ -85,6 +90,9 @@ def _study_row(study: StudyRecord, results: list[AnalysisResult], job_states: li
         arrival=study.first_received, result_at=result_at, arrival_to_result_s=turnaround, status=status,
         n_series=study.n_series, n_instances=study.n_instances,
         send_state=send.state if send else "", send_detail=send.detail if send else "",
+        preliminary=any(r.preliminary for r in results),
+        progress="; ".join(dict.fromkeys(r.progress_text for r in results if r.preliminary)),
+        priority_note="; ".join(dict.fromkeys(r.priority_note for r in results if r.priority_note)),
     )
 
 

@@ -50,12 +50,26 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def _rows(db: Path) -> dict[str, list[tuple]]:
+def _rows(db: Path, columns: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
+    """Every row per table; with ``columns``, only those tables and columns (later migrations add columns)."""
     conn = sqlite3.connect(db)
     try:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"
                                              " AND name NOT LIKE 'sqlite_%'")]
+        if columns is not None:
+            return {t: sorted(conn.execute(f"SELECT {', '.join(c)} FROM {t}").fetchall(), key=repr)
+                    for t, c in columns.items()}
         return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+    finally:
+        conn.close()
+
+
+def _columns(db: Path) -> dict[str, list[str]]:
+    conn = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"
+                                             " AND name NOT LIKE 'sqlite_%'")]
+        return {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
     finally:
         conn.close()
 
@@ -85,7 +99,7 @@ def test_schema_1_data_dir_opens_with_an_empty_outbox_and_sends_on_demand(tmp_pa
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     conn.close()
-    before = _rows(db)
+    before, old_columns = _rows(db), _columns(db)
 
     store = StudyStore(data_dir)
     try:
@@ -93,7 +107,7 @@ def test_schema_1_data_dir_opens_with_an_empty_outbox_and_sends_on_demand(tmp_pa
         conn = sqlite3.connect(db)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version() >= 2
         conn.close()
-        assert {t: r for t, r in after.items() if t in before} == before
+        assert _rows(db, old_columns) == before  # no row of the old tables changed (new columns aside)
         assert after["outbox"] == [] and after["outbox_objects"] == []
         assert store.verify() == [] and store.get_result(series).summary == "IPH 3 mL"
         outbox = ResultOutbox(store, None, lambda: [Destination("pacs", "PACS", "127.0.0.1", 104)],  # type: ignore[arg-type]

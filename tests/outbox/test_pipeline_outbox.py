@@ -82,3 +82,44 @@ def test_results_are_sent_and_a_corrected_instance_sends_a_new_version(tmp_path:
         pacs.stop()
         urgent_only.stop()
         store.close()
+
+
+def test_only_the_final_result_of_a_progressive_model_is_sent(tmp_path: Path) -> None:
+    """Preliminary results (a partial ensemble) stay inside FirstLook: the destination receives the
+    objects of the final result only, built once (version 1), with its priority."""
+    from app.core.events import ResultStored
+    from tests.support.toy_progressive import specs_with_toy_ensemble
+
+    specs = specs_with_toy_ensemble()
+    build_toy_pack(tmp_path / "packs")
+    pacs = RecordingSCP("PACS").start()
+    destinations = [Destination("pacs", "PACS", "127.0.0.1", pacs.port)]
+    config = Config(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", packs_dir=tmp_path / "packs",
+                    min_free_mb=0, destinations=destinations).validate(specs.names)
+    store = StudyStore(config.data_dir)
+    builder = StandInBuilder()
+    hub = EventHub()
+    stored: list[ResultStored] = []
+    hub.subscribe(lambda e: stored.append(e) if isinstance(e, ResultStored) else None)
+    pipeline = Pipeline(config, store, hub, specs=specs, outbox=ResultOutbox(store, specs, lambda: destinations,
+                                                                             builder))
+    worker = OutboxWorker(store, destinations, StoreSender("FIRSTLOOK", timeout=5), AuditLog(store.data_dir),
+                          "FIRSTLOOK", retry_s=0.2, retry_max_s=0.5)
+    try:
+        pipeline.models.load()
+        worker.start()
+        dark = store_series(store, mr_series(tmp_path / "in", "MR", bright=False, patient="DARK")[0])
+        pipeline.run_until_idle()
+        worker.notify()
+        _settled(store)
+        assert [e.preliminary for e in stored] == [True, True, False]   # two preliminary results were stored
+        assert len(builder.calls) == 1 and builder.calls[0]["version"] == 1
+        final = store.get_result(dark)
+        assert not final.preliminary and final.priority == "routine"
+        objects = store.outbox.latest_objects(dark)
+        assert objects and sorted(pacs.sop_uids()) == sorted(o.sop_uid for o in objects)
+    finally:
+        worker.stop()
+        pipeline.stop()
+        pacs.stop()
+        store.close()

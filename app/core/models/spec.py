@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from app.core.models.overlay import LabelClass, Overlay
 from app.core.series_info import Route, SeriesInfo
@@ -119,3 +119,22 @@ class ModelSpec(Protocol):
     def write_overlay(self, model_input: Any, output: Any, sink: OverlaySink) -> Path | None: ...
 
     def read_overlay(self, path: Path) -> Overlay: ...
+
+
+# on_partial(members_done, members_total, output): ``output`` is what ``run`` would return had the
+# model stopped there, so ``read``/``write_overlay`` take it unchanged.
+PartialCallback = Callable[[int, int, Any], None]
+
+
+@runtime_checkable
+class ProgressiveSpec(Protocol):
+    """Optional extra of a ``ModelSpec`` whose model refines its answer in steps (an ensemble):
+    it reports partial outputs on the way, so a first answer reaches the worklist early."""
+
+    def run_progressive(self, runtime: Any, model_input: Any, on_partial: PartialCallback) -> Any:
+        """Like ``run``, calling ``on_partial`` at the steps worth showing; returns the final output."""
+
+
+def progressive(spec: Any) -> ProgressiveSpec | None:
+    """The spec as a ``ProgressiveSpec`` when it implements ``run_progressive``, else None."""
+    return spec if isinstance(spec, ProgressiveSpec) else None

@@ -62,7 +62,7 @@ class ResultOutbox:
     def stage(self, result: AnalysisResult) -> StagedResult | None:
         """Build and write the objects of a new result for the destinations that take it; None
         when nothing is to be sent. Never raises: a result is stored even if its objects fail."""
-        if result.status != "done":
+        if result.status != "done" or result.preliminary:  # only final results leave FirstLook
             return None
         takers = [d for d in self.destinations() if d.takes(result.priority)]
         if not takers:
@@ -108,7 +108,7 @@ class ResultOutbox:
             return 0
         queued = 0
         for result in self.store.results_for_study(study_uid):
-            if result.status != "done":
+            if result.status != "done" or result.preliminary:  # the final result will be sent when it is stored
                 continue
             objects = self.store.outbox.latest_objects(result.series_uid)
             if not objects:

@@ -62,6 +62,8 @@ def result_from_row(row: sqlite3.Row) -> AnalysisResult:
         validated=bool(row["validated"]), summary=row["summary"] or "",
         findings=json.loads(row["findings"] or "{}"), timings=json.loads(row["timings"] or "{}"),
         overlay_path=row["overlay_path"], arrival_at=row["arrival_at"], created_at=row["created_at"],
+        preliminary=bool(row["preliminary"]), members_done=row["members_done"], members_total=row["members_total"],
+        priority_note=row["priority_note"],
     )
 
 
@@ -285,17 +287,20 @@ class Index:
         conn.execute(
             """INSERT INTO results(series_uid, study_uid, status, reason, model, model_version, device,
                    device_note, validated, priority, summary, findings, timings, overlay_path,
-                   arrival_at, created_at)
-               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                   arrival_at, created_at, preliminary, members_done, members_total, priority_note)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                ON CONFLICT(series_uid) DO UPDATE SET status=excluded.status, reason=excluded.reason,
                    model=excluded.model, model_version=excluded.model_version, device=excluded.device,
                    device_note=excluded.device_note, validated=excluded.validated,
                    priority=excluded.priority, summary=excluded.summary, findings=excluded.findings,
                    timings=excluded.timings, overlay_path=excluded.overlay_path,
-                   arrival_at=excluded.arrival_at, created_at=excluded.created_at""",
+                   arrival_at=excluded.arrival_at, created_at=excluded.created_at,
+                   preliminary=excluded.preliminary, members_done=excluded.members_done,
+                   members_total=excluded.members_total, priority_note=excluded.priority_note""",
             (r.series_uid, r.study_uid, r.status, r.reason, r.model, r.model_version, r.device, r.device_note,
              int(r.validated), r.priority, r.summary, json.dumps(r.findings), json.dumps(r.timings),
-             r.overlay_path, r.arrival_at, r.created_at),
+             r.overlay_path, r.arrival_at, r.created_at, int(r.preliminary), r.members_done, r.members_total,
+             r.priority_note),
         )
 
     def get_result(self, series_uid: str) -> AnalysisResult | None:
