@@ -41,7 +41,15 @@ class Service:
         self.store = StudyStore(config.data_dir, min_free_bytes=config.min_free_mb << 20)
         self.readiness = SeriesReadinessTracker(config.quiet_period_s, self._series_ready)
         self.specs = specs if specs is not None else default_specs()  # the models this service routes to
-        self.pipeline = Pipeline(config, self.store, self.hub, specs=self.specs)
+        from app.core.model_registry import ModelRegistry
+
+        wrapper = None
+        if config.inference_backend == "ray":  # models run on a Ray Serve cluster (docs/cluster.md)
+            from app.cluster.backend import runtime_wrapper
+
+            wrapper = runtime_wrapper(config)
+        models = ModelRegistry(config, specs=self.specs, runtime_wrapper=wrapper)
+        self.pipeline = Pipeline(config, self.store, self.hub, models=models)
         self.scp = StorageSCP(config, self.store, self.hub)
         self.hub.subscribe(self._node_event)
         self._node_message = ""
