@@ -62,6 +62,7 @@ class Service:
         """The node's events that drive readiness and the node status. Runs on the publishing
         thread: readiness sees an association's instances before its end, as the node sends them."""
         if isinstance(event, InstanceStored) and event.association is not None:
+            self.store.raise_job_priority(event.series_uid, event.priority)  # dispatch order (job_priority)
             self.readiness.instance_arrived(event.study_uid, event.series_uid, event.association)
         elif isinstance(event, AssociationEnded):
             self.readiness.association_ended(event.association, event.released)
