@@ -172,6 +172,7 @@ def main() -> int:
     ap.add_argument("--cxr", type=Path, required=True)
     ap.add_argument("--report", type=Path, required=True)
     ap.add_argument("--cases", default="equal,kill,lost,tampered")
+    ap.add_argument("--headct", type=Path, help="the real head-CT series (case 'real')")
     args = ap.parse_args()
     cases = set(args.cases.split(","))
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -226,6 +227,13 @@ def main() -> int:
             back = firstlook(config, "serve-models", "--ray-address", ADDRESS, "--only", "chexnet")
             report["back"] = {"deploy": back.stdout + back.stderr[-2000:],
                               "run": analyze(config, args.packs, inputs["films"][:1], "ray", work)}
+            save()
+        if "real" in cases:  # the real series end to end: local vs cluster, all 12 members
+            files = sorted(args.headct.glob("*.dcm"))
+            local = analyze(config, args.packs, files, "local", work)
+            cluster = analyze(config, args.packs, files, "ray", work)
+            report["real"] = {"local": local, "cluster": cluster, "local_labels": labels_of(local),
+                              "cluster_labels": labels_of(cluster)}
             save()
         if "tampered" in cases:
             tampered = work / "tampered-packs"
