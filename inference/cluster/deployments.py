@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 CHEXNET_ROUTE = "/chexnet"
 BLASTCT_ROUTE = "/blast-ct"
-ITEM_ATTEMPTS = 4
+ITEM_ATTEMPTS = 6  # with back-off 0.5, 1, 2, 4, 5 s: Serve replaces a dead replica meanwhile
 
 
 def replica_identity(device: str) -> dict[str, str]:
@@ -174,7 +174,7 @@ class BlastCtCoordinator:
                 last = exc
                 report["retries"] += 1
                 log.warning("work item %s on %s failed (attempt %d): %s", item.member, item.start, attempt + 1, exc)
-                await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
+                await asyncio.sleep(min(5.0, 0.5 * 2 ** attempt))
         raise RuntimeError(f"work item {item.member} at {item.start} failed {ITEM_ATTEMPTS} times: {last}")
 
     async def __call__(self, request: Request) -> Response:
