@@ -161,7 +161,7 @@ def make_inputs(work: Path, cxr_dir: Path) -> dict[str, list[Path]]:
     from tests.support.dicom_factory import write_cxr
 
     films = [write_cxr(work / "cxr" / png.stem, png) for png in sorted((cxr_dir / "images").glob("*.png"))[:3]]
-    head = synthetic_head_ct(work / "head", n_slices=24, size=96)
+    head = synthetic_head_ct(work / "head", n_slices=24, size=64)  # 2 tiles: 24 work items
     return {"films": films, "head": head}
 
 
