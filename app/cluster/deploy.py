@@ -51,14 +51,26 @@ def deploy_model(config: Config, name: str, batching: bool = True) -> str | None
     try:
         serve.run(app, name=name, route_prefix=ROUTES[name])
     except Exception as exc:  # a replica constructor failed: pack missing, altered, or a device error
-        reason = str(exc).strip().splitlines()
-        detail = next((line for line in reversed(reason) if "PackError" in line or "SHA-256" in line), reason[-1] if reason else "")
+        detail = _failure_detail(name, exc)
         try:
             serve.delete(name)
         except Exception:
             log.exception("could not remove the failed application %s", name)
         return detail[:400] or exc.__class__.__name__
     return None
+
+
+def _failure_detail(name: str, exc: Exception) -> str:
+    """The replicas' own reason (e.g. the pack file whose SHA-256 does not match), from Serve's status."""
+    lines = str(exc).strip().splitlines()
+    try:
+        app = serve.status().applications.get(name)
+        for deployment in (app.deployments.values() if app else ()):
+            lines += str(deployment.message or "").splitlines()
+    except Exception:
+        log.exception("no status for the failed application %s", name)
+    picked = next((line for line in reversed(lines) if "PackError" in line or "SHA-256" in line), None)
+    return (picked or (lines[-1] if lines else "")).strip()
 
 
 def serve_models(config: Config, specs: ModelSpecs, batching: bool = True, shutdown: bool = False,

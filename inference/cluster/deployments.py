@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -122,6 +123,9 @@ class BlastCtWorker:
         self._compiled: OrderedDict[tuple[str, tuple[int, int, int]], Callable[[np.ndarray], np.ndarray]] = OrderedDict()
         self._cache_size = max(1, compiled_cache)
         self._volume: tuple[str, np.ndarray] | None = None
+        # Serve runs a sync method on a thread per ongoing request: one item at a time per
+        # replica (an OpenVINO infer request serves one caller), the next one already queued here.
+        self._busy = threading.Lock()
         log.info("blast-ct worker %s ready (pack %s verified)", self.where, pack.version)
 
     def _infer(self, member: str, size: tuple[int, int, int]) -> Callable[[np.ndarray], np.ndarray]:
@@ -135,6 +139,11 @@ class BlastCtWorker:
 
     def run(self, study: str, volume: list[ray.ObjectRef], member: str, size: list[int], start: list[int],
             constant: bool) -> tuple[np.ndarray, dict[str, Any]]:
+        with self._busy:
+            return self._run(study, volume, member, size, start, constant)
+
+    def _run(self, study: str, volume: list[ray.ObjectRef], member: str, size: list[int], start: list[int],
+             constant: bool) -> tuple[np.ndarray, dict[str, Any]]:
         t0 = time.perf_counter()
         size_t = tuple(int(n) for n in size)
         if constant:
@@ -178,6 +187,13 @@ class BlastCtCoordinator:
         raise RuntimeError(f"work item {item.member} at {item.start} failed {ITEM_ATTEMPTS} times: {last}")
 
     async def __call__(self, request: Request) -> Response:
+        try:
+            return await self._study(request)
+        except Exception as exc:  # the service gets one line and runs the study locally
+            log.exception("blast-ct study failed on the cluster")
+            return _refused(503, f"{exc.__class__.__name__}: {exc}")
+
+    async def _study(self, request: Request) -> Response:
         t0 = time.perf_counter()
         meta, arrays = decode(await request.body())
         x = np.ascontiguousarray(arrays["x"], dtype=np.float32)

@@ -252,6 +252,8 @@ def main() -> int:
         report["errors"].append(traceback.format_exc())
     finally:
         ray_stop()
+        shutil.copytree(temp / "session_latest" / "logs", work / "ray-logs", dirs_exist_ok=True,
+                        ignore_dangling_symlinks=True) if (temp / "session_latest").exists() else None
         shutil.rmtree(temp, ignore_errors=True)
         save()
     return 0
