@@ -177,7 +177,7 @@ def bench_headct(work: Path, members: int) -> dict[str, object]:
 def inside(args: argparse.Namespace) -> int:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
-    temp = Path(f"/tmp/flbench-{os.getpid()}")
+    temp = Path(tempfile.mkdtemp(prefix="flbench-", dir="/tmp"))
     report: dict[str, object] = {}
     try:
         ray_start(temp)

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -178,7 +179,7 @@ def main() -> int:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    temp = Path(f"/tmp/flray-{os.getpid()}")
+    temp = Path(tempfile.mkdtemp(prefix="flray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
     config = write_config(work / "firstlook.toml", work, args.packs)
     report: dict[str, Any] = {"cases": sorted(cases), "errors": []}
 
