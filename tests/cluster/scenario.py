@@ -34,8 +34,10 @@ WORKER = "ServeReplica:blast-ct:blast-ct-worker"
 
 def env() -> dict[str, str]:
     out = dict(os.environ)
+    # RAY_memory_monitor_refresh_ms=0: Ray's memory monitor kills its own workers when the whole
+    # machine is >95 % full, whoever uses the memory; on a shared CI machine that is other jobs.
     out.update(PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0", NO_PROXY="*", no_proxy="*",
-               RAY_SERVE_LOG_TO_STDERR="0")
+               RAY_SERVE_LOG_TO_STDERR="0", RAY_memory_monitor_refresh_ms="0")
     for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         out.pop(key, None)
     return out
