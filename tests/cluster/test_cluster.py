@@ -64,7 +64,9 @@ def test_cluster_results_equal_local_and_say_where_they_ran(cluster: dict[str, A
     assert head_r["findings"]["volumes_ml"] == head_l["findings"]["volumes_ml"]
     ran = head_r["findings"]["ran_on"]
     assert ran["backend"] == "ray" and ran["nodes"] == ["127.0.0.1"]
-    assert len(ran["replicas"]) == 2 and sum(ran["replicas"].values()) == ran["items"]  # fanned out over both
+    # Fanned out over the replicas (Serve may replace one that misses its health checks on a loaded
+    # machine; its items are retried, so more than the two deployed can appear).
+    assert len(ran["replicas"]) >= 2 and sum(ran["replicas"].values()) == ran["items"]
 
 
 def test_a_replica_killed_mid_study_still_gives_the_identical_result(cluster: dict[str, Any]) -> None:
