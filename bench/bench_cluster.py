@@ -149,6 +149,9 @@ def bench_headct(work: Path, members: int) -> dict[str, object]:
         # 2 CPUs in all: chexnet 0.5 + coordinator 0.1 + the workers 1.4 (a replica that does not
         # fit would never start and serve.run would wait for it forever).
         config = config_file(work, replicas, round(1.4 / replicas, 2))
+        # Remove the previous deployment first: a rolling update keeps the old replicas until the
+        # new ones run, and on 2 CPUs the new ones would never fit (serve.run then waits forever).
+        firstlook(config, "serve-models", "--ray-address", ADDRESS, "--only", "blast-ct", "--shutdown")
         deploy(config, "--only", "blast-ct")
         remote = RemoteBlastCt(local, ClusterClient(serve_url(ADDRESS, 8000), 600, 3600), lambda _m: None)
         t0 = time.perf_counter()
