@@ -61,6 +61,9 @@ def _add_global_options(p: argparse.ArgumentParser, default: Any = None, modes: 
         help="serve the HTTP API over HTTPS with --tls-cert/--tls-key")
     add("--uid-root", dest="uid_root", metavar="UID",
         help="UID root of the objects sent to PACS (default: UUID-derived 2.25 UIDs)")
+    add("--backend", choices=("local", "ray"), dest="inference_backend",
+        help="where models run: this machine (local) or a Ray Serve cluster (ray; docs/cluster.md)")
+    add("--ray-address", dest="ray_address", metavar="HOST:PORT", help="the Ray head's address (GCS port, 6379)")
 
 
 def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
@@ -100,6 +103,10 @@ def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
     b.add_argument("--build-cache", type=Path, metavar="DIR",
                    help="content-addressed cache of built packs (default: ~/.cache/firstlook/pack-builds)")
     b.add_argument("--no-build-cache", action="store_true", help="neither use nor fill the build cache")
+    m = sub.add_parser("serve-models", help="deploy the model packs on a running Ray cluster (the cluster extra)")
+    m.add_argument("--no-batching", action="store_true", help="CheXNet without dynamic batching (for comparison)")
+    m.add_argument("--shutdown", action="store_true", help="remove FirstLook's deployments from the cluster")
+    m.add_argument("--only", choices=list(specs.names), help="deploy (or remove) this model only")
     for command in sub.choices.values():
         _add_global_options(command, default=argparse.SUPPRESS, modes=False)
     return p
@@ -108,7 +115,7 @@ def build_parser(specs: ModelSpecs) -> argparse.ArgumentParser:
 CONFIG_KEYS = ("data_dir", "cache_dir", "packs_dir", "port", "ae_title", "bind", "allow_ae", "allow_ip",
                 "quiet_period_s", "max_associations", "min_free_mb", "log_level",
                 "tls_cert", "tls_key", "tls_ca", "tls_port", "tls_only", "server_url", "api_bind", "api_port", "api_tls",
-                "uid_root")
+                "uid_root", "inference_backend", "ray_address")
 
 
 def _setup_logging(level: str) -> None:
@@ -176,6 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return build_models(out=args.out or config.packs_dir, shared=args.shared, only=args.only,
                             chexnet_checkpoint=args.chexnet_checkpoint, force=args.force,
                             build_cache=args.build_cache, use_build_cache=not args.no_build_cache)
+    if command == "serve-models":
+        try:
+            from app.cluster.deploy import serve_models
+        except ImportError as exc:  # ray is the optional "cluster" extra
+            print(f"firstlook: serve-models needs the cluster extra (pip install 'firstlook[cluster]'): {exc}",
+                  file=sys.stderr)
+            return 2
+
+        return serve_models(config, specs, batching=not args.no_batching, shutdown=args.shutdown, only=args.only)
     if args.headless:
         from app.service import run_headless
 

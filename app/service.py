@@ -62,7 +62,15 @@ class Service:
             self.store, config.destinations, StoreSender(config.ae_title, lambda: client_context(config)),
             self.audit, config.ae_title, config.send_retry_s, config.send_retry_max_s,
             on_change=lambda study_uid: self.hub.publish(SendStateChanged(study_uid)))
-        self.pipeline = Pipeline(config, self.store, self.hub, specs=self.specs, outbox=self.outbox)
+        from app.core.model_registry import ModelRegistry
+
+        wrapper = None
+        if config.inference_backend == "ray":  # models run on a Ray Serve cluster (docs/cluster.md)
+            from app.cluster.backend import runtime_wrapper
+
+            wrapper = runtime_wrapper(config)
+        models = ModelRegistry(config, specs=self.specs, runtime_wrapper=wrapper)
+        self.pipeline = Pipeline(config, self.store, self.hub, specs=self.specs, models=models, outbox=self.outbox)
         self.scp = StorageSCP(config, self.store, self.hub)
         self.hub.subscribe(self._node_event)
         self._node_message = ""
@@ -84,6 +92,7 @@ class Service:
         """The node's events that drive readiness and the node status. Runs on the publishing
         thread: readiness sees an association's instances before its end, as the node sends them."""
         if isinstance(event, InstanceStored) and event.association is not None:
+            self.store.raise_job_priority(event.series_uid, event.priority)  # dispatch order (job_priority)
             self.readiness.instance_arrived(event.study_uid, event.series_uid, event.association)
         elif isinstance(event, AssociationEnded):
             self.readiness.association_ended(event.association, event.released)

@@ -19,6 +19,7 @@ from pynetdicom import evt
 
 from app.core.audit import AssociationAudit
 from app.core.events import EventHub, InstanceStored
+from app.core.store.job_priority import from_dimse
 from app.core.store import LowDiskSpace, StoredInstance, StudyStore
 from app.core.store.part10 import file_meta_bytes
 from dicom_node.associations import AuditSessions, association_key, peer
@@ -75,7 +76,8 @@ class ServiceHandlers:
         self.sessions.update(key, record)
         if stored is not None:
             h = stored.header
-            self.hub.publish(InstanceStored(h.study_uid, h.series_uid, h.sop_uid, stored.outcome, association=key))
+            self.hub.publish(InstanceStored(h.study_uid, h.series_uid, h.sop_uid, stored.outcome, association=key,
+                                            priority=from_dimse(getattr(event.request, "Priority", None))))
         return outcome.status
 
     def receive(self, event: evt.Event) -> StoreOutcome:

@@ -53,8 +53,13 @@ def analyze_paths(config: Config, paths: list[Path], as_json: bool = False, devi
         sources.setdefault(stored.header.series_uid, []).append(str(path))
     for series_uid in series:
         store.enqueue_job(series_uid)
+    wrapper = None
+    if config.inference_backend == "ray":  # models run on a Ray Serve cluster (docs/cluster.md)
+        from app.cluster.backend import runtime_wrapper
+
+        wrapper = runtime_wrapper(config)
     models = ModelRegistry(replace(config, data_dir=scratch), device_override=device,
-                           specs=specs if specs is not None else default_specs())
+                           specs=specs if specs is not None else default_specs(), runtime_wrapper=wrapper)
     models.load()
     pipeline = Pipeline(config, store, EventHub(), models=models)
     pipeline.run_until_idle()

@@ -87,6 +87,19 @@ class Config:
     uid_root: str | None = None        # root of the UIDs of the objects FirstLook creates (default: 2.25.<uuid>)
     send_retry_s: float = 10.0         # first retry after a failed send; doubles per attempt ...
     send_retry_max_s: float = 600.0    # ... up to this
+    # Where models run (docs/cluster.md): "local" (this machine) or "ray" (a Ray Serve cluster
+    # reached at ray_address; its Serve HTTP endpoint is the same host on ray_serve_port).
+    inference_backend: str = "local"
+    ray_address: str = ""
+    ray_serve_port: int = 8000
+    cluster_replicas: dict[str, int] = field(default_factory=dict)      # model -> replicas (default 1)
+    cluster_cpus: dict[str, float] = field(default_factory=dict)        # model -> CPUs per replica (default 1)
+    cluster_gpus: dict[str, float] = field(default_factory=dict)        # model -> GPUs per replica (default 0)
+    cluster_call_deadline_s: float = 60.0     # one remote call (a film, one BLAST-CT work item)
+    cluster_study_deadline_s: float = 1800.0  # one whole study on the cluster
+    # Dispatch order under backlog: calling AE -> "high", "medium" or "low" (DICOM's priorities);
+    # a C-STORE request's Priority raises a series too.
+    ae_priority: dict[str, str] = field(default_factory=dict)
 
     def validate(self, model_names: Sequence[str] | None = None) -> "Config":
         """Raise ConfigError for the first value that cannot work.
@@ -155,6 +168,7 @@ class Config:
                 raise ConfigError(f"{key} must be between 0.1 and 86400 seconds, not {value!r}.")
         if self.send_retry_max_s < self.send_retry_s:
             raise ConfigError("send_retry_max_s must not be smaller than send_retry_s.")
+        self._validate_cluster(model_names)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}.")
         return self
@@ -203,6 +217,36 @@ class Config:
             raise ConfigError("api_token must be the token IT gave you, on one line without spaces.")
         if self.server_ca is not None and not self.server_url.startswith("https://"):
             raise ConfigError("server_ca is only used with an https:// server_url.")
+    def _validate_cluster(self, model_names: Sequence[str] | None) -> None:
+        if self.inference_backend not in ("local", "ray"):
+            raise ConfigError(f"inference_backend must be \"local\" or \"ray\", not {self.inference_backend!r}.")
+        if self.inference_backend == "ray" and not self.ray_address:
+            raise ConfigError("inference_backend = \"ray\" needs ray_address (host:port of the Ray head, e.g. 10.0.0.5:6379).")
+        if self.ray_address and (":" not in self.ray_address or not self.ray_address.rsplit(":", 1)[1].isdigit()):
+            raise ConfigError(f"ray_address must be host:port such as 10.0.0.5:6379, not {self.ray_address!r}.")
+        if not isinstance(self.ray_serve_port, int) or isinstance(self.ray_serve_port, bool) \
+                or not 1 <= self.ray_serve_port <= 65535:
+            raise ConfigError(f"ray_serve_port must be a whole number from 1 to 65535, not {self.ray_serve_port!r}.")
+        for key, low in (("cluster_replicas", 1), ("cluster_cpus", 0), ("cluster_gpus", 0)):
+            table = getattr(self, key)
+            if not isinstance(table, dict):
+                raise ConfigError(f"{key} must be a table of model = number.")
+            for model, value in table.items():
+                if model_names is not None and model not in model_names:
+                    raise ConfigError(f"{key} has an unknown model {model!r}; known models are {', '.join(model_names)}.")
+                whole = key == "cluster_replicas"
+                if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value < low:
+                    raise ConfigError(f"{key}.{model} must be a {'whole ' if whole else ''}number >= {low}, not {value!r}.")
+        for key in ("cluster_call_deadline_s", "cluster_study_deadline_s"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.1 <= value <= 86400:
+                raise ConfigError(f"{key} must be between 0.1 and 86400 seconds, not {value!r}.")
+        if not isinstance(self.ae_priority, dict):
+            raise ConfigError("ae_priority must be a table of calling AE title = \"high\", \"medium\" or \"low\".")
+        for aet, level in self.ae_priority.items():
+            validate_ae_title(aet, "ae_priority")
+            if level not in ("high", "medium", "low"):
+                raise ConfigError(f"ae_priority.{aet} must be \"high\", \"medium\" or \"low\", not {level!r}.")
 
     @property
     def db_path(self) -> Path:

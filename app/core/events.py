@@ -42,6 +42,7 @@ class InstanceStored:
     sop_uid: str
     outcome: str  # stored, duplicate, replaced
     association: Hashable | None = None  # the node's key of the association that carried it
+    priority: str | None = None  # "high"/"low" when the C-STORE request asked for it (job_priority)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from app.core.config import Config
 from app.core.models import ModelSpecs, default_specs
@@ -33,9 +33,16 @@ class ModelUnavailable(Exception):
     """The model is not loaded (pack missing or corrupt, or still loading)."""
 
 
+# (model name, local runtime, status note) -> the runtime the analyser uses (e.g. a cluster client
+# around the local runtime, app.cluster.backend); None: the local runtime itself.
+RuntimeWrapper = Callable[[str, Any, Callable[[str], None]], Any]
+
+
 class ModelRegistry:
-    def __init__(self, config: Config, device_override: str | None = None, specs: ModelSpecs | None = None) -> None:
+    def __init__(self, config: Config, device_override: str | None = None, specs: ModelSpecs | None = None,
+                 runtime_wrapper: RuntimeWrapper | None = None) -> None:
         self.config = config
+        self.runtime_wrapper = runtime_wrapper
         self.device_override = device_override
         self.specs = specs if specs is not None else default_specs()
         self._models: dict[str, Any] = {}
@@ -47,6 +54,13 @@ class ModelRegistry:
     def _set(self, status: ModelStatus) -> None:
         with self._lock:
             self._status[status.name] = status
+
+    def note(self, name: str, message: str) -> None:
+        """Replace a ready model's status line (e.g. "cluster unavailable: running locally")."""
+        with self._lock:
+            status = self._status.get(name)
+            if status is not None and status.state == "ready":
+                status.message = message
 
     def status(self) -> list[ModelStatus]:
         with self._lock:
@@ -75,6 +89,8 @@ class ModelRegistry:
                         raise PackError(name, f"not installed in {self.config.packs_dir} (run `firstlook build-models`)")
                     pack = load_pack(pack_dir)
                     runtime = spec.make_runtime(pack, self._core, device)
+                    if self.runtime_wrapper is not None:
+                        runtime = self.runtime_wrapper(name, runtime, lambda message, n=name: self.note(n, message))
                 except PackError as exc:
                     log.error("%s", exc)
                     self._set(ModelStatus(name, "unavailable", device=device, message=str(exc)))

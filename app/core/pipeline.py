@@ -86,7 +86,7 @@ class Pipeline:
             pass
         wake = self._wake[lane]
         while not self._stop.is_set():
-            job = self.store.claim_job(lane)
+            job = self.store.claim_job(lane, self.config.ae_priority)
             if job is None:
                 wake.wait(1.0)
                 wake.clear()
@@ -136,7 +136,7 @@ class Pipeline:
         """Process every queued job on the calling thread (for `analyze` and tests)."""
         self.models.loaded.wait(timeout)
         while True:
-            job = self.store.claim_job()
+            job = self.store.claim_job(None, self.config.ae_priority)
             if job is None:
                 return
             self._process(job)

@@ -147,11 +147,15 @@ class BlastCtSpec:
 
     def read(self, model_input: Any, output: Any) -> Reading:
         volumes = {k: float(v) for k, v in output.volumes_ml.items()}
+        findings: dict[str, Any] = {
+            "volumes_ml": volumes,
+            "slices_involved": {k: int(v) for k, v in output.slices_involved.items()},
+            "max_slice": {k: (int(v) if v is not None else None) for k, v in output.max_slice.items()}}
+        if getattr(output, "ran_on", None):  # the cluster backend: where it ran, or why it ran locally
+            findings["ran_on"] = output.ran_on
         return Reading(
             values=volumes,
-            findings={"volumes_ml": volumes,
-                      "slices_involved": {k: int(v) for k, v in output.slices_involved.items()},
-                      "max_slice": {k: (int(v) if v is not None else None) for k, v in output.max_slice.items()}},
+            findings=findings,
             device=output.device, device_note=output.fallback_note,
             timings={k: float(v) for k, v in output.timings.items()})
 

@@ -127,7 +127,10 @@ class ChexnetSpec:
 
         sop = pydicom.dcmread(model_input.path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
         probabilities = {k: float(v) for k, v in output.probabilities.items()}
-        return Reading(values=probabilities, findings={"probabilities": probabilities, "sop_uid": str(sop)},
+        findings: dict[str, Any] = {"probabilities": probabilities, "sop_uid": str(sop)}
+        if getattr(output, "ran_on", None):  # the cluster backend: where it ran, or why it ran locally
+            findings["ran_on"] = output.ran_on
+        return Reading(values=probabilities, findings=findings,
                        device=output.device, device_note=output.fallback_note,
                        timings={k: float(v) for k, v in output.timings.items()})
 

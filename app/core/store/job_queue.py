@@ -7,10 +7,12 @@ head-CT ensemble.
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from app.core.store.index import Index
+from app.core.store.job_priority import RANK, rank
 from app.core.store.records import Job
 
 # Volumes (CT, MR, PET, NM) take minutes; everything else takes well under a second.
@@ -20,8 +22,21 @@ VOLUME_MODALITIES = ("CT", "MR", "PT", "NM")
 class JobQueue:
     def __init__(self, index: Index) -> None:
         self.index = index
+        # series -> the level its C-STORE requests asked for. In memory: after a restart a
+        # re-queued job keeps its calling AE's level (the AE is in the index), not this one.
+        self._hints: dict[str, str] = {}
+        self._hints_lock = threading.Lock()
 
-    def enqueue(self, series_uid: str) -> bool:
+    def raise_priority(self, series_uid: str, level: str | None) -> None:
+        """Remember the most urgent level a sender asked for this series (``job_priority``)."""
+        if level is None or level not in RANK:
+            return
+        with self._hints_lock:
+            current = self._hints.get(series_uid)
+            if current is None or RANK[level] < RANK[current]:
+                self._hints[series_uid] = level
+
+    def enqueue(self, series_uid: str, priority: str | None = None) -> bool:
         """Queue analysis of a series; a finished (or running) job is re-queued only if the series
         changed since: instances added, or one replaced by a corrected version (same count, but
         received after the job finished or started)."""
@@ -55,22 +70,34 @@ class JobQueue:
                 return True
             return False
 
-    def claim(self, lane: str | None = None) -> Job | None:
-        """Claim the oldest pending job; ``lane`` "volume" or "image" picks by series modality
-        so a chest film is never queued behind a head-CT ensemble."""
+    def claim(self, lane: str | None = None, ae_priority: Mapping[str, str] | None = None) -> Job | None:
+        """Claim the most urgent pending job (``job_priority``: the calling AE's configured level
+        and the sender's request), the oldest first within a level; ``lane`` "volume" or "image"
+        picks by series modality so a chest film is never queued behind a head-CT ensemble."""
         where = ""
         if lane is not None:
             marks = ",".join("?" * len(VOLUME_MODALITIES))
             op = "IN" if lane == "volume" else "NOT IN"
             where = f" AND coalesce((SELECT modality FROM series s WHERE s.series_uid = j.series_uid), '') {op} ({marks})"
-        args: tuple[Any, ...] = (time.time(), *(VOLUME_MODALITIES if lane is not None else ()))
+        args: tuple[Any, ...] = tuple(VOLUME_MODALITIES) if lane is not None else ()
+        with self._hints_lock:
+            hints = dict(self._hints)
         with self.index.write_lock:
-            row = self.index.conn().execute(
-                f"""UPDATE jobs SET state='running', started_at=?, attempts=attempts+1
-                   WHERE series_uid=(SELECT j.series_uid FROM jobs j WHERE j.state='pending'{where}
-                                     ORDER BY j.enqueued_at LIMIT 1)
+            conn = self.index.conn()
+            candidates = conn.execute(
+                f"""SELECT j.series_uid, j.enqueued_at,
+                          (SELECT i.calling_ae FROM instances i WHERE i.series_uid = j.series_uid LIMIT 1) AS ae
+                   FROM jobs j WHERE j.state='pending'{where}""", args).fetchall()
+            if not candidates:
+                return None
+            levels = ae_priority or {}
+            best = min(candidates, key=lambda r: (rank(r["ae"], hints.get(r["series_uid"]), levels),
+                                                  r["enqueued_at"], r["series_uid"]))
+            row = conn.execute(
+                """UPDATE jobs SET state='running', started_at=?, attempts=attempts+1
+                   WHERE series_uid=? AND state='pending'
                    RETURNING series_uid, study_uid, attempts, instance_count, enqueued_at""",
-                args).fetchone()
+                (time.time(), best["series_uid"])).fetchone()
         return Job(**dict(row)) if row else None
 
     def finish(self, series_uid: str, claimed_count: int | None = None,
@@ -83,6 +110,7 @@ class JobQueue:
             if claimed_count is None:
                 conn.execute("UPDATE jobs SET state='done', finished_at=? WHERE series_uid=?",
                              (time.time(), series_uid))
+                self._forget_hint(series_uid)
                 return
             same = "instance_count=? AND (? IS NULL OR enqueued_at=?)"
             conn.execute(
@@ -90,6 +118,13 @@ class JobQueue:
                 f" attempts=CASE WHEN {same} THEN attempts ELSE 0 END WHERE series_uid=?",
                 (claimed_count, claimed_enqueued_at, claimed_enqueued_at, time.time(),
                  claimed_count, claimed_enqueued_at, claimed_enqueued_at, series_uid))
+            row = conn.execute("SELECT state FROM jobs WHERE series_uid=?", (series_uid,)).fetchone()
+        if row is not None and row["state"] == "done":
+            self._forget_hint(series_uid)
+
+    def _forget_hint(self, series_uid: str) -> None:
+        with self._hints_lock:
+            self._hints.pop(series_uid, None)
 
     def series_needing_analysis(self) -> list[tuple[str, str]]:
         """(study, series) pairs with stored instances but no queued job, or that changed after

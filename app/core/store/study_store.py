@@ -22,7 +22,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from app.core.crashpoints import crash_point
 from app.core.results import AnalysisResult
@@ -284,11 +284,14 @@ class StudyStore:
         self.index.set_reviewed(study_uid, reviewed)
 
     # -- jobs (persistent analysis queue) ---------------------------------------------------------
-    def enqueue_job(self, series_uid: str) -> bool:
-        return self.jobs.enqueue(series_uid)
+    def enqueue_job(self, series_uid: str, priority: str | None = None) -> bool:
+        return self.jobs.enqueue(series_uid, priority)
 
-    def claim_job(self, lane: str | None = None) -> Job | None:
-        return self.jobs.claim(lane)
+    def raise_job_priority(self, series_uid: str, level: str | None) -> None:
+        self.jobs.raise_priority(series_uid, level)
+
+    def claim_job(self, lane: str | None = None, ae_priority: Mapping[str, str] | None = None) -> Job | None:
+        return self.jobs.claim(lane, ae_priority)
 
     def finish_job(self, series_uid: str, claimed_count: int | None = None,
                    claimed_enqueued_at: float | None = None) -> None:
