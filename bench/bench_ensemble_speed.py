@@ -4,12 +4,18 @@
     python bench/bench_ensemble_speed.py save [--baseline <commit>] [--members 1 12]
     # 2. side by side: the baseline commit's inference/ vs this tree's, alternated in fresh processes
     python bench/bench_ensemble_speed.py compare --baseline <commit> [--members 1 12] [--rounds 2] [--studies 2]
+    # 3. are two saved label files identical? (e.g. a reference and a frozen run of a later commit)
+    python bench/bench_ensemble_speed.py labels build/ensemble-reference/labels_A_m12.npz labels_B_m12.npz
+    # a frozen copy of a commit's code, run by hand (same JSON row as compare prints)
+    python bench/bench_ensemble_speed.py child --src build/ensemble-reference/src_<commit> --member-count 12 \
+        --save build/ensemble-reference/labels_after_<commit>_m12.npz [--keep-compiled]
 
 The baseline's ``inference/`` package is exported with ``git archive`` into
 ``build/ensemble-reference/src_<commit>/`` and imported from there, so both variants run on the
 same machine in the same minutes (the machine is shared: read the ratios, not only the seconds).
 Every run's native labels (and 1 mm grid labels) are compared with ``np.array_equal`` against the
-reference saved by ``save`` for the same member count (``labels_<commit>_m<N>.npz``, git-ignored).
+reference saved by ``save`` for the same member count (the grid labels too, which the split head
+of later commits fills only at voxels a native pixel samples) (``labels_<commit>_m<N>.npz``, git-ignored).
 ``--studies 2`` analyses the series twice in one process: the second study shows what a
 resident (compiled once) runtime costs per study. Peak RSS is per process (VmHWM).
 """
@@ -59,7 +65,8 @@ def child(args: argparse.Namespace) -> dict:
     volume = load_ct_volume(sorted((Path(args.shared) / SERIES).glob("*.dcm")))
     pack = load_pack(Path(args.pack))
     t0 = time.perf_counter()
-    runner = blastct.BlastCt(pack, ov.Core(), "CPU", members=args.members, check_device=False)
+    extra = {"keep_compiled": True} if args.keep_compiled else {}
+    runner = blastct.BlastCt(pack, ov.Core(), "CPU", members=args.members, check_device=False, **extra)
     t_load = time.perf_counter() - t0
     studies = []
     out = None
@@ -103,7 +110,9 @@ def spawn(args: argparse.Namespace, src: Path, members: int, studies: int, save:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["save", "compare", "child"])
+    ap.add_argument("mode", choices=["save", "compare", "child", "labels"])
+    ap.add_argument("files", nargs="*", help="labels: two .npz files")
+    ap.add_argument("--keep-compiled", action="store_true", help="BlastCt(keep_compiled=True) (this tree's code)")
     ap.add_argument("--pack", default=os.path.join(os.environ.get("FIRSTLOOK_PACKS", str(REPO / "build" / "model-packs")),
                                                    "blast-ct"))
     ap.add_argument("--shared", default=os.environ.get("FIRSTLOOK_SHARED", str(REPO.parent / "shared")))
@@ -120,6 +129,14 @@ def main() -> None:
         args.members = args.member_count
         print(json.dumps(child(args)))
         return
+    if args.mode == "labels":
+        import numpy as np
+
+        a, b = (np.load(f) for f in args.files)
+        same = bool(np.array_equal(a["labels"], b["labels"]))
+        print(json.dumps({"native_labels_identical": same, "differing_voxels": int((a["labels"] != b["labels"]).sum()),
+                          "labelled_voxels": [int((a["labels"] > 0).sum()), int((b["labels"] > 0).sum())]}))
+        raise SystemExit(0 if same else 1)
     OUT.mkdir(parents=True, exist_ok=True)
     if args.mode == "save":
         tag = _commit(args.baseline or "HEAD")
@@ -151,7 +168,8 @@ def main() -> None:
             sel = {v: [r for r in rows if r["members"] == members and r["variant"] == v] for v in variants}
             b = min(r["study_s"][study] for r in sel["before"])
             a = min(r["study_s"][study] for r in sel["after"])
-            same = all(r.get("labels_identical") and r.get("grid_identical") for r in sel["after"] + sel["before"])
+            # native labels are what is reported; the split head leaves unsampled grid voxels at 0
+            same = all(r.get("labels_identical") for r in sel["after"] + sel["before"])
             print(f"{members:>7} {study + 1:>5} {b:>9.1f} {a:>8.1f} {b / a:>5.2f}x "
                   f"{max(r['peak_rss_gb'] for r in sel['before']):>10.2f} {max(r['peak_rss_gb'] for r in sel['after']):>9.2f}"
                   f"  {same if any('labels_identical' in r for r in sel['after']) else 'no reference'}")
