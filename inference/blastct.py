@@ -21,9 +21,9 @@ members, argmax. Three exact speed-ups are applied (each verified by tests/infer
   voxel, so (``head_at_sampled_voxels``, CPU) each member runs as two models cut from its own IR:
   the pathways (outputs: the two sub-sampled pathways before their nearest-neighbour upsampling,
   and the full-resolution pathway, all in the precision they have inside the whole model) and
-  the head on a fixed-size batch of gathered voxels ([1, 150, HEAD_CHUNK, 1, 1]). The head then
-  runs only at the ~15 % of grid voxels some native pixel samples, and the full-resolution
-  upsample + concat disappear. The logits at those voxels are bit-identical to the whole model's
+  the head on a fixed-size batch of gathered voxels ([1, HEAD_CHUNK, 1, 1, 150], channels last
+  like the pathway outputs, so no reorder). The head then runs only at the ~15-22 % of grid
+  voxels some native pixel samples, and the full-resolution upsample + concat disappear. The logits at those voxels are bit-identical to the whole model's
   (tests/inference/test_blastct_runtime.py; bench/bench_ensemble_speed.py on the real series);
   grid labels elsewhere stay 0, as in cells no native pixel samples.
 
