@@ -17,13 +17,24 @@ members, argmax. Three exact speed-ups are applied (each verified by tests/infer
   neighbour) so a 30^3 cell that no native pixel samples cannot change any result; tiles are
   placed to cover only the cells that do (with a gantry tilt the bounding box has large empty
   wedges). Set ``native_cells_only=False`` to label the whole 1 mm grid.
+* The 1x1x1 head only where it is read. The three 1x1x1 blocks after the pathway concat act per
+  voxel, so (``head_at_sampled_voxels``, CPU) each member runs as two models cut from its own IR:
+  the pathways (outputs: the two sub-sampled pathways before their nearest-neighbour upsampling,
+  and the full-resolution pathway, all in the precision they have inside the whole model) and
+  the head on a fixed-size batch of gathered voxels ([1, HEAD_CHUNK, 1, 1, 150], channels last
+  like the pathway outputs, so no reorder). The head then runs only at the ~15-22 % of grid
+  voxels some native pixel samples, and the full-resolution upsample + concat disappear. The logits at those voxels are bit-identical to the whole model's
+  (tests/inference/test_blastct_runtime.py; bench/bench_ensemble_speed.py on the real series);
+  grid labels elsewhere stay 0, as in cells no native pixel samples.
 
 Precision: the pack says which runtime precision passed its fidelity gate ("runtime"). The INT8
 IR is mixed precision (inference/pack_builder/blastct_build.py: the expensive, insensitive convolutions
 are INT8, the rest floating point); its floating-point part, like the "bf16" fallback, runs
 in bf16 where the CPU has it natively and in f32 elsewhere (emulated bf16 would be slow).
 
-Members are compiled one at a time and released, so peak memory is one model's working set.
+Members are compiled one at a time and released, so peak memory is one model's working set;
+``keep_compiled=True`` keeps every member's compiled models for the next study instead (no
+recompilation; each member's working buffers are released after it ran, so memory stays bounded).
 """
 
 from __future__ import annotations
@@ -51,6 +62,8 @@ MARGIN = 40
 CELL = 30  # reference output tile (and grid pitch)
 # precision -> (IR folder, inference precision hint for the non-INT8 operations)
 PRECISIONS: dict[str, tuple[str, str]] = {"int8": ("int8", "bf16"), "fp32": ("fp32", "f32"), "bf16": ("fp32", "bf16")}
+HEAD_CHUNK = 16384  # voxels per head call (static shape; the last chunk is padded)
+Voxels = tuple[np.ndarray, np.ndarray, np.ndarray]  # (z, y, x) indices inside one output tile
 
 
 @dataclass
@@ -114,6 +127,26 @@ def native_cells(volume: CtVolume) -> np.ndarray:
     return cells
 
 
+def sampled_voxels(volume: CtVolume) -> np.ndarray:
+    """bool [Z, Y, X]: the 1 mm voxels some native pixel samples (the nearest-neighbour rule of
+    ``labels_to_native``); labels anywhere else never reach a result."""
+    geo = volume.native
+    shape = volume.shape
+    mask = np.zeros(shape, dtype=bool)
+    dr, dc = geo.pixel_spacing
+    rr = np.arange(geo.rows, dtype=np.float64) * dr
+    cc = np.arange(geo.cols, dtype=np.float64) * dc
+    for k in range(geo.n_slices):
+        p = geo.positions[k] - volume.origin
+        ix, iy, iz = (
+            np.floor(p[a] + rr[:, None] * geo.col_dir[a] + cc[None, :] * geo.row_dir[a] + 0.5).astype(np.int64)
+            for a in range(3)
+        )
+        ok = (ix >= 0) & (ix < shape[2]) & (iy >= 0) & (iy < shape[1]) & (iz >= 0) & (iz < shape[0])
+        mask[iz[ok], iy[ok], ix[ok]] = True
+    return mask
+
+
 Tile = tuple[tuple[int, int, int], tuple[int, int, int]]  # (start, size) in voxels, multiples of 30
 
 
@@ -153,7 +186,16 @@ def plan_tiles(cells: np.ndarray, tile: int, shrink: bool = True) -> list[Tile]:
 
 def _take_patch(x: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
     """Input patch [start - 40, start + size + 40) with edge replication (clipped indices)."""
-    idx = [np.clip(np.arange(s - MARGIN, s + n + MARGIN), 0, dim - 1) for s, n, dim in zip(start, size, x.shape)]
+    lo = [s - MARGIN for s in start]
+    hi = [s + n + MARGIN for s, n in zip(start, size)]
+    inner = tuple(slice(max(a, 0), min(b, dim)) for a, b, dim in zip(lo, hi, x.shape))
+    if all(sl.stop > sl.start for sl in inner):
+        # a slice plus edge padding: the same values as clipped indices, without a gather
+        pad = [(sl.start - a, b - sl.stop) for sl, a, b in zip(inner, lo, hi)]
+        if not any(p for pair in pad for p in pair):
+            return np.ascontiguousarray(x[inner])
+        return np.pad(x[inner], pad, mode="edge")
+    idx = [np.clip(np.arange(a, b), 0, dim - 1) for a, b, dim in zip(lo, hi, x.shape)]
     return x[np.ix_(*idx)]
 
 
@@ -163,10 +205,14 @@ def run_tiles(
     plan: Sequence[Tile],
     acc: np.ndarray,
     skip_constant: bool = True,
+    sampled: np.ndarray | None = None,
 ) -> tuple[int, int]:
     """Add one member's softmax to ``acc`` [5, Z, Y, X] over the planned tiles; returns (run, constant).
 
     Tiles are grouped by shape; each shape is compiled once and released before the next.
+    With ``sampled`` (bool [Z, Y, X], see ``sampled_voxels``) only those voxels of ``acc`` are
+    computed (constant patches still fill their whole tile): the compiled callables are then
+    called as ``infer(patch, voxels)`` and return logits [5, n] at the tile-local ``voxels``.
     """
     const_probs: np.ndarray | None = None
     run = constant = 0
@@ -185,16 +231,117 @@ def run_tiles(
             if skip_constant and patch.max() <= -1.0:
                 if const_probs is None:
                     infer = infer or compile_shape(size)
-                    const_probs = softmax(infer(np.full((1, 1) + patch.shape, -1.0, np.float32))[0])[:, 0, 0, 0]
+                    const_in = np.full((1, 1) + patch.shape, -1.0, np.float32)
+                    if sampled is None:
+                        const_probs = softmax(infer(const_in)[0])[:, 0, 0, 0]
+                    else:
+                        origin = (np.zeros(1, np.int64),) * 3
+                        const_probs = softmax(infer(const_in, origin))[:, 0]  # type: ignore[call-arg]
                 acc[(slice(None),) + dst] += const_probs[:, None, None, None]
                 constant += 1
                 continue
             infer = infer or compile_shape(size)
-            probs = softmax(infer(patch[None, None])[0])
-            acc[(slice(None),) + dst] += probs[(slice(None),) + src]
+            if sampled is None:
+                probs = softmax(infer(patch[None, None])[0])
+                acc[(slice(None),) + dst] += probs[(slice(None),) + src]
+            else:
+                gz, gy, gx = np.nonzero(sampled[dst])
+                if not gz.size:
+                    continue
+                local = (gz + src[0].start, gy + src[1].start, gx + src[2].start)
+                probs = softmax(infer(patch[None, None], local))  # type: ignore[call-arg]
+                acc[:, gz + dst[0].start, gy + dst[1].start, gx + dst[2].start] += probs
             run += 1
         del infer
     return run, constant
+
+
+def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
+    """bf16 bits (uint16) -> float32, exactly."""
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+def split_model(model: ov.Model, feature_type: ov.Type) -> tuple[ov.Model, ov.Model]:
+    """Cut a BLAST-CT IR at the pathway concat into (pathways, head).
+
+    pathways: the original input -> the concat's three inputs, the sub-sampled pathways taken
+    before their upsampling (nearest neighbour, i.e. output voxel v reads v // factor), in
+    ``feature_type`` (the precision the features have inside the whole model, so nothing is
+    rounded differently), channels last ([1, D, H, W, C]). head: a [1, HEAD_CHUNK, 1, 1, 150] float32
+input (channels last) -> the original output [1, 5, HEAD_CHUNK, 1, 1].
+    """
+    head_model = model.clone()  # before the pathways model shares (and re-types) the original's nodes
+    concat = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Concat")
+    outs = []
+    for i in range(concat.get_input_size()):
+        src = concat.input_value(i)
+        if src.get_node().get_type_name() == "Interpolate":
+            src = src.get_node().input_value(0)
+        outs.append(src)
+    pathways = ov.Model(outs, model.get_parameters(), "blastct_pathways")
+    ppp = ov.preprocess.PrePostProcessor(pathways)
+    for i in range(len(outs)):
+        # channels last: the CPU plugin's own layout (no output reorder) and one voxel's features contiguous
+        ppp.output(i).model().set_layout(ov.Layout("NCDHW"))
+        ppp.output(i).tensor().set_layout(ov.Layout("NDHWC")).set_element_type(feature_type)
+    pathways = ppp.build()
+    head_concat = next(op for op in head_model.get_ordered_ops() if op.get_type_name() == "Concat")
+    channels = head_concat.get_output_partial_shape(0)[1].get_length()
+    feats = ov.opset13.parameter([1, channels, HEAD_CHUNK, 1, 1], ov.Type.f32, name="features")
+    for target in list(head_concat.output(0).get_target_inputs()):
+        target.replace_source_output(feats.output(0))
+    head = ov.Model([r.input_value(0) for r in head_model.get_results()], [feats], "blastct_head")
+    ppp = ov.preprocess.PrePostProcessor(head)
+    ppp.input(0).model().set_layout(ov.Layout("NCDHW"))
+    ppp.input(0).tensor().set_layout(ov.Layout("NDHWC"))  # [1, HEAD_CHUNK, 1, 1, 150]
+    return pathways, ppp.build()
+
+
+class SplitMember:
+    """One member as pathways (per tile shape) + head (per gathered voxels); see the module docstring."""
+
+    def __init__(self, pathways: ov.CompiledModel, head: ov.InferRequest, factors: Sequence[int], bf16: bool) -> None:
+        self._compiled = pathways
+        self._pathways = pathways.create_infer_request()
+        self._head = head
+        self._factors = list(factors)
+        self._bf16 = bf16
+
+    def release_memory(self) -> None:
+        """Free the working buffers (~1.3 GB per member over the real series' tile shapes) but keep
+        the compiled code; the next call allocates them again."""
+        self._compiled.release_memory()
+
+    def __call__(self, patch: np.ndarray, voxels: Voxels | None = None) -> np.ndarray:
+        """Logits [5, n] at the tile-local ``voxels`` (all voxels, [1, 5, D, H, W], when None)."""
+        self._pathways.infer([patch])
+        full = voxels is None
+        if full:
+            n = [d - 2 * MARGIN for d in patch.shape[2:]]
+            voxels = tuple(g.ravel() for g in np.indices(n))  # type: ignore[assignment]
+        assert voxels is not None
+        parts = []
+        for i, f in enumerate(self._factors):
+            data = self._pathways.get_output_tensor(i).data  # [1, D, H, W, C]
+            raw = data.view(np.uint16) if self._bf16 else data
+            z, y, x = (v // f for v in voxels) if f > 1 else voxels
+            parts.append(raw[0, z, y, x])
+        feats = np.concatenate(parts, axis=1)  # [n, 150] in the concat's channel order
+        if self._bf16:
+            feats = _bf16_to_f32(feats)
+        count = feats.shape[0]
+        logits = np.empty((N_CLASSES, count), dtype=np.float32)
+        inp = self._head.get_input_tensor(0).data
+        for a in range(0, count, HEAD_CHUNK):
+            b = min(a + HEAD_CHUNK, count)
+            inp[0, : b - a, 0, 0] = feats[a:b]
+            if b - a < HEAD_CHUNK:
+                inp[0, b - a:, 0, 0] = 0.0
+            self._head.infer()
+            logits[:, a:b] = self._head.get_output_tensor(0).data[0, :, : b - a, 0, 0]
+        if full:
+            return logits.reshape((1, N_CLASSES, *n))
+        return logits
 
 
 class BlastCt:
@@ -213,6 +360,8 @@ class BlastCt:
         skip_constant: bool = True,
         native_cells_only: bool = True,
         check_device: bool = True,
+        head_at_sampled_voxels: bool = True,
+        keep_compiled: bool = False,
     ) -> None:
         self.pack = pack
         self.requested_device = device
@@ -238,6 +387,12 @@ class BlastCt:
         self.member_names = names[:members] if members else names
         self.skip_constant = skip_constant
         self.native_cells_only = native_cells_only
+        # the split head is exact on CPU (verified there); other devices run the whole model
+        self.head_at_sampled_voxels = head_at_sampled_voxels and native_cells_only
+        self.keep_compiled = keep_compiled
+        self._compiled: dict[tuple[str, tuple[int, int, int] | None], Callable[..., np.ndarray]] = {}
+        self._heads: dict[str, ov.InferRequest] = {}
+        self.last_tiles: tuple[int, int] = (0, 0)  # tiles run / constant per member, last study
         if check_device:
             # Compile one member now so a failing device falls back (and says so) at load time;
             # members are compiled again per study and released, to bound memory.
@@ -285,12 +440,54 @@ class BlastCt:
 
         return infer
 
+    def _split_active(self) -> bool:
+        return self.head_at_sampled_voxels and self.device.startswith("CPU")
+
+    def _compile_split(self, member: str, size: tuple[int, int, int]) -> Callable[..., np.ndarray]:
+        """The member as pathways for tiles of ``size`` + its head (compiled once per member)."""
+        config = {"PERFORMANCE_HINT": "LATENCY", **self._config(self.device)}
+        bf16 = config.get("INFERENCE_PRECISION_HINT") == "bf16"
+        model = self.core.read_model(str(self.pack.member_xml(member, self._ir_key(member))))
+        model.reshape([1, 1, *(n + 2 * MARGIN for n in size)])
+        pathways, head = split_model(model, ov.Type.bf16 if bf16 else ov.Type.f32)
+        if member not in self._heads:
+            self._heads[member] = self.core.compile_model(head, self.device, config).create_infer_request()
+        factors = [self._pathway_factor(o, size) for o in pathways.outputs]
+        compiled = self.core.compile_model(pathways, self.device, config)
+        return SplitMember(compiled, self._heads[member], factors, bf16)
+
+    @staticmethod
+    def _pathway_factor(output: ov.Output, size: tuple[int, int, int]) -> int:
+        """Upsampling factor of a pathway output (output tile edge / its edge)."""
+        edge = output.get_partial_shape()[1].get_length()  # [1, D, H, W, C]
+        return size[0] // edge
+
+    def _member_compiler(self, member: str) -> Callable[[tuple[int, int, int]], Callable[..., np.ndarray]]:
+        split = self._split_active()
+
+        def compile_shape(size: tuple[int, int, int]) -> Callable[..., np.ndarray]:
+            key = (member, size)
+            if key in self._compiled:
+                return self._compiled[key]
+            fn = self._compile_split(member, size) if split else self._compile(member, size)
+            if self.keep_compiled:
+                self._compiled[key] = fn
+            return fn
+
+        return compile_shape
+
+    def release(self) -> None:
+        """Drop every compiled model kept by ``keep_compiled`` (and the heads)."""
+        self._compiled.clear()
+        self._heads.clear()
+
     def probabilities(self, volume: CtVolume, timings: dict[str, float] | None = None,
                       on_member: Callable[[int, np.ndarray], None] | None = None) -> tuple[np.ndarray, int, int]:
         """Summed member softmax [5, Z, Y, X] (float32) plus tiles run / constant per member.
 
         ``on_member(members_done, acc)`` is called after each member with the sum so far (the
-        live array: read it, do not keep a reference)."""
+        live array: read it, do not keep a reference). With the split head only voxels some
+        native pixel samples (and constant tiles) are filled."""
         timings = timings if timings is not None else {}
         t0 = time.perf_counter()
         x = normalise(volume.hu)
@@ -303,24 +500,35 @@ class BlastCt:
         else:
             plan = plan_tiles(cells, self.tile)
         acc = np.zeros((N_CLASSES,) + volume.shape, dtype=np.float32)
+        sampled = sampled_voxels(volume) if self._split_active() else None
         timings["prepare"] = time.perf_counter() - t0
         run = constant = 0
         for done, member in enumerate(self.member_names, start=1):
             t1 = time.perf_counter()
             compile_s = 0.0
+            compiler = self._member_compiler(member)
 
-            def compile_shape(size: tuple[int, int, int], member: str = member) -> Callable[[np.ndarray], np.ndarray]:
+            def compile_shape(size: tuple[int, int, int], compiler=compiler) -> Callable[..., np.ndarray]:
                 nonlocal compile_s
                 tc = time.perf_counter()
-                fn = self._compile(member, size)
+                fn = compiler(size)
                 compile_s += time.perf_counter() - tc
                 return fn
 
-            run, constant = run_tiles(x, compile_shape, plan, acc, self.skip_constant)
+            run, constant = run_tiles(x, compile_shape, plan, acc, self.skip_constant, sampled)
+            if not self.keep_compiled:
+                self._heads.pop(member, None)
+            else:  # kept compiled, but not its working memory: 12 members would hold ~16 GB
+                for (name, _), fn in self._compiled.items():
+                    if name == member and isinstance(fn, SplitMember):
+                        fn.release_memory()
+                if member in self._heads:
+                    self._heads[member].get_compiled_model().release_memory()
             t2 = time.perf_counter()
             timings["compile"] = timings.get("compile", 0.0) + compile_s
             timings["infer"] = timings.get("infer", 0.0) + (t2 - t1 - compile_s)
             log.debug("%s: %d tiles (+%d constant) in %.1f s", member, run, constant, t2 - t1)
+            self.last_tiles = (run, constant)
             if on_member is not None:
                 on_member(done, acc)
         return acc, run, constant

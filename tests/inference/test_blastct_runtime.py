@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.blastct import CELL, BlastCt, native_cells, plan_tiles, reference_starts
-from inference.ct_volume import CtVolume, load_ct_volume, volumes_ml
+from inference.blastct import CELL, BlastCt, BlastCtOutput, native_cells, plan_tiles, reference_starts, sampled_voxels
+from inference.ct_volume import CtVolume, labels_to_native, load_ct_volume, volumes_ml
 from inference.packs import load_pack
 
 
@@ -163,3 +163,50 @@ def test_native_cells_only_gives_identical_native_labels(pack, core) -> None:
     assert native_cells(vol).sum() < np.prod([-(-n // CELL) for n in vol.shape])
     assert (a.labels == b.labels).all()
     assert a.volumes_ml == b.volumes_ml
+
+
+def _small_head() -> CtVolume:
+    """A small synthetic head (skull, brain, a ventricle, a bleed) on a 20-degree tilted stack of
+    109 x 57 x 61 voxels: two tiles of different shapes, ~20 % of the grid sampled by native pixels."""
+    from tests.support.dicom_factory import sphere_series
+
+    vol = load_ct_volume(sphere_series(20.0, matrix=60))
+    z, y, x = np.indices(vol.shape, dtype=np.float32)
+    c = (np.array(vol.shape, np.float32) - 1) / 2
+    r = np.sqrt(((z - c[0]) / (0.48 * vol.shape[0])) ** 2 + ((y - c[1]) / (0.48 * vol.shape[1])) ** 2
+                + ((x - c[2]) / (0.48 * vol.shape[2])) ** 2)
+    hu = np.full(vol.shape, -1000.0, np.float32)
+    hu[r < 1.0] = 1200.0
+    brain = r < 0.85
+    hu[brain] = 32.0 + np.random.default_rng(0).normal(0, 4, int(brain.sum())).astype(np.float32)
+    hu[np.sqrt((z - c[0]) ** 2 + ((y - c[1]) / 2) ** 2 + (x - c[2]) ** 2) < 8] = 6.0
+    hu[np.sqrt((z - c[0] - 15) ** 2 + (y - c[1] + 8) ** 2 + (x - c[2] - 10) ** 2) < 7] = 70.0
+    return CtVolume(hu=hu, origin=vol.origin, native=vol.native, series_uid="small-head", fill_value=-1000.0)
+
+
+@pytest.mark.parametrize("precision", [None, "fp32"])  # the pack's runtime precision (INT8 + bf16), and FP32
+def test_split_head_equals_whole_model_exactly(pack, core, precision: str | None) -> None:
+    """The head run only at sampled voxels gives the whole model's sums bit for bit there, hence the
+    same native labels; the per-member hooks see each partial sum; a kept runtime gives the same again."""
+    vol = _small_head()
+    members = 2 if precision is None else 1
+    kw = dict(members=members, precision=precision, check_device=False)
+    sampled = sampled_voxels(vol)
+    assert 0.05 < sampled.mean() < 0.5
+    plain = BlastCt(pack, core, "CPU", head_at_sampled_voxels=False, **kw)
+    fast = BlastCt(pack, core, "CPU", keep_compiled=True, **kw)
+    partial: list[tuple[int, np.ndarray]] = []
+    p_fast, run, const = fast.probabilities(vol, on_member=lambda k, acc: partial.append((k, acc[:, sampled].copy())))
+    p_plain, run_plain, const_plain = plain.probabilities(vol)
+    assert (run, const) == (run_plain, const_plain) and run == 2
+    assert np.array_equal(p_fast[:, sampled], p_plain[:, sampled])
+    assert [k for k, _ in partial] == list(range(1, members + 1))
+    assert np.array_equal(partial[-1][1], p_plain[:, sampled])
+    labels_plain = labels_to_native(p_plain.argmax(axis=0).astype(np.uint8), vol)
+    assert labels_plain.any(), "the phantom should give some non-background label"
+    outs: list[tuple[int, BlastCtOutput]] = []
+    out = fast.analyse(vol, on_member=lambda k, o: outs.append((k, o)))  # second study: compiled models kept
+    assert np.array_equal(out.labels, labels_plain)
+    # partial outputs after every member but the last (the full ensemble is what analyse returns)
+    assert [k for k, _ in outs] == list(range(1, members)) and [o.members for _, o in outs] == [k for k, _ in outs]
+    assert out.members == members
