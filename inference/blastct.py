@@ -43,7 +43,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import openvino as ov
@@ -108,11 +108,11 @@ def reference_starts(shape: Sequence[int]) -> list[tuple[int, int, int]]:
     return list(itertools.product(*axes))
 
 
-def native_cells(volume: CtVolume) -> np.ndarray:
-    """bool [ceil(Z/30), ceil(Y/30), ceil(X/30)]: 30^3 cells holding a voxel that some native pixel samples."""
+def _sampled_indices(volume: CtVolume) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per native slice: (z, y, x) of the 1 mm voxels its pixels sample (the nearest-neighbour
+    rule of ``labels_to_native``), inside the grid."""
     geo = volume.native
     shape = volume.shape
-    cells = np.zeros([-(-s // CELL) for s in shape], dtype=bool)
     dr, dc = geo.pixel_spacing
     rr = np.arange(geo.rows, dtype=np.float64) * dr
     cc = np.arange(geo.cols, dtype=np.float64) * dc
@@ -123,27 +123,22 @@ def native_cells(volume: CtVolume) -> np.ndarray:
             for a in range(3)
         )
         ok = (ix >= 0) & (ix < shape[2]) & (iy >= 0) & (iy < shape[1]) & (iz >= 0) & (iz < shape[0])
-        cells[iz[ok] // CELL, iy[ok] // CELL, ix[ok] // CELL] = True
+        yield iz[ok], iy[ok], ix[ok]
+
+
+def native_cells(volume: CtVolume) -> np.ndarray:
+    """bool [ceil(Z/30), ceil(Y/30), ceil(X/30)]: 30^3 cells holding a voxel that some native pixel samples."""
+    cells = np.zeros([-(-s // CELL) for s in volume.shape], dtype=bool)
+    for iz, iy, ix in _sampled_indices(volume):
+        cells[iz // CELL, iy // CELL, ix // CELL] = True
     return cells
 
 
 def sampled_voxels(volume: CtVolume) -> np.ndarray:
-    """bool [Z, Y, X]: the 1 mm voxels some native pixel samples (the nearest-neighbour rule of
-    ``labels_to_native``); labels anywhere else never reach a result."""
-    geo = volume.native
-    shape = volume.shape
-    mask = np.zeros(shape, dtype=bool)
-    dr, dc = geo.pixel_spacing
-    rr = np.arange(geo.rows, dtype=np.float64) * dr
-    cc = np.arange(geo.cols, dtype=np.float64) * dc
-    for k in range(geo.n_slices):
-        p = geo.positions[k] - volume.origin
-        ix, iy, iz = (
-            np.floor(p[a] + rr[:, None] * geo.col_dir[a] + cc[None, :] * geo.row_dir[a] + 0.5).astype(np.int64)
-            for a in range(3)
-        )
-        ok = (ix >= 0) & (ix < shape[2]) & (iy >= 0) & (iy < shape[1]) & (iz >= 0) & (iz < shape[0])
-        mask[iz[ok], iy[ok], ix[ok]] = True
+    """bool [Z, Y, X]: the 1 mm voxels some native pixel samples; labels anywhere else never reach a result."""
+    mask = np.zeros(volume.shape, dtype=bool)
+    for iz, iy, ix in _sampled_indices(volume):
+        mask[iz, iy, ix] = True
     return mask
 
 
@@ -342,6 +337,27 @@ class SplitMember:
         if full:
             return logits.reshape((1, N_CLASSES, *n))
         return logits
+
+
+def output_from_grid(grid: np.ndarray, volume: CtVolume, *, timings: dict[str, float], device: str,
+                     note: str | None, precision: str, members: int, tile: int, tiles_run: int,
+                     tiles_constant: int, keep_grid: bool = False) -> BlastCtOutput:
+    """Labels on the native slices, volumes in mL and per-class slice facts from a 1 mm label grid
+    (computed here or on the cluster: one post-processing for both)."""
+    native = labels_to_native(grid, volume)
+    ml = volumes_ml(native, volume.native, N_CLASSES)
+    counts = np.stack([np.bincount(s.ravel(), minlength=N_CLASSES)[:N_CLASSES] for s in native])
+    vols: dict[str, float] = {}
+    involved: dict[str, int] = {}
+    max_slice: dict[str, int | None] = {}
+    for c, name in enumerate(CLASSES, start=1):
+        vols[name] = round(float(ml[c]), 2)
+        involved[name] = int(np.count_nonzero(counts[:, c]))
+        max_slice[name] = int(counts[:, c].argmax()) if counts[:, c].any() else None
+    return BlastCtOutput(labels=native, sop_uids=volume.native.sop_uids, volumes_ml=vols, slices_involved=involved,
+                         max_slice=max_slice, timings=timings, device=device, fallback_note=note,
+                         precision=precision, members=members, tile=tile, tiles_run=tiles_run,
+                         tiles_constant=tiles_constant, grid_labels=grid if keep_grid else None)
 
 
 class BlastCt:
@@ -562,32 +578,10 @@ class BlastCt:
         """Labels, volumes and slice facts from summed softmax ``acc`` of ``members`` members."""
         t1 = time.perf_counter()
         grid = acc.argmax(axis=0).astype(np.uint8)
-        native = labels_to_native(grid, volume)
-        ml = volumes_ml(native, volume.native, N_CLASSES)
-        counts = np.stack([np.bincount(s.ravel(), minlength=N_CLASSES)[:N_CLASSES] for s in native])
-        vols: dict[str, float] = {}
-        involved: dict[str, int] = {}
-        max_slice: dict[str, int | None] = {}
-        for c, name in enumerate(CLASSES, start=1):
-            vols[name] = round(float(ml[c]), 2)
-            involved[name] = int(np.count_nonzero(counts[:, c]))
-            max_slice[name] = int(counts[:, c].argmax()) if counts[:, c].any() else None
+        out = output_from_grid(grid, volume, timings=timings, device=self.device, note=self.fallback_note,
+                               precision=self.precision, members=members, tile=self.tile,
+                               tiles_run=int(tiles[0]), tiles_constant=int(tiles[1]), keep_grid=keep_grid)
         t2 = time.perf_counter()
         timings["postprocess"] = t2 - t1
         timings["total"] = t2 - t0
-        return BlastCtOutput(
-            labels=native,
-            sop_uids=volume.native.sop_uids,
-            volumes_ml=vols,
-            slices_involved=involved,
-            max_slice=max_slice,
-            timings=timings,
-            device=self.device,
-            fallback_note=self.fallback_note,
-            precision=self.precision,
-            members=members,
-            tile=self.tile,
-            tiles_run=int(tiles[0]),
-            tiles_constant=int(tiles[1]),
-            grid_labels=grid if keep_grid else None,
-        )
+        return out

@@ -15,29 +15,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
+from app.core.pacs_objects import OutgoingObject
 from app.core.results import AnalysisResult
 from tests.support import free_port
 
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
-
-
-@dataclass
-class StandInObject:
-    kind: str
-    dataset: Dataset
-
-    @property
-    def sop_instance_uid(self) -> str:
-        return str(self.dataset.SOPInstanceUID)
-
-    @property
-    def sop_class_uid(self) -> str:
-        return str(self.dataset.SOPClassUID)
-
-    @property
-    def series_uid(self) -> str:
-        return str(self.dataset.SeriesInstanceUID)
 
 
 def _dataset(kind: str, source: Dataset, version: int, supersedes: Sequence[str], uid_root: str | None) -> Dataset:
@@ -76,10 +59,10 @@ class StandInBuilder:
 
     def __call__(self, result: AnalysisResult, source_files: Sequence[Path], specs: Any, data_dir: Path,
                  uid_root: str | None = None, version: int = 1, supersedes: Sequence[str] = (),
-                 **extra: Any) -> list[StandInObject]:
+                 **extra: Any) -> list[OutgoingObject]:
         self.calls.append({"series_uid": result.series_uid, "version": version, "supersedes": tuple(supersedes)})
         source = pydicom.dcmread(source_files[0], stop_before_pixels=True)
-        return [StandInObject(kind, _dataset(kind, source, version, supersedes, uid_root)) for kind in self.kinds]
+        return [OutgoingObject(kind, _dataset(kind, source, version, supersedes, uid_root)) for kind in self.kinds]
 
 
 class RecordingSCP:
