@@ -92,10 +92,13 @@ class RemoteChexnet(_Remote):
 
 
 class RemoteBlastCt(_Remote):
-    def analyse(self, volume: Any, keep_grid: bool = False) -> Any:
+    def analyse(self, volume: Any, keep_grid: bool = False, on_member: Callable[[int, Any], None] | None = None) -> Any:
+        """``on_member`` (the progressive result) is served where the members run one after the
+        other, i.e. locally; on the cluster every member runs at once, so the final result is the
+        first one (it comes sooner than a local preliminary would)."""
         runtime = self.local
         if keep_grid or (runtime.tile == CELL and not runtime.native_cells_only):
-            return runtime.analyse(volume, keep_grid)  # reference tiling: the local runtime only
+            return runtime.analyse(volume, keep_grid, on_member=on_member)  # reference tiling: the local runtime only
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         x = normalise(volume.hu)
@@ -108,7 +111,7 @@ class RemoteBlastCt(_Remote):
                                         volume.series_uid)
         except ClusterUnavailable as exc:
             note = self._fallback(exc)
-            out = runtime.analyse(volume)
+            out = runtime.analyse(volume, on_member=on_member)
             out.fallback_note = note if not out.fallback_note else f"{note}; {out.fallback_note}"
             out.ran_on = {"backend": "local", "note": note}  # type: ignore[attr-defined]
             return out
