@@ -36,6 +36,10 @@ def device_missing(core: ov.Core, device: str) -> str | None:
     base = device.split(":")[0].split(".")[0]
     if device == "CPU" or base in _VIRTUAL_DEVICES:
         return None
+    if base == "GPU" and not any(Path("/dev/dri").glob("renderD*")):
+        # No render node, no Intel GPU: do not even ask OpenVINO, whose GPU plugin, loaded to
+        # answer, now and then aborted the whole process on machines without one.
+        return f"{device} is not available on this machine (no GPU render node in /dev/dri)"
     available = list(core.available_devices)
     if device in available or ("." not in device and any(d.split(".")[0] == device for d in available)):
         return None
