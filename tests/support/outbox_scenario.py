@@ -57,7 +57,8 @@ def _outbox_rows(fl: FirstLook) -> list[dict[str, Any]]:
 
 def _all_sent(fl: FirstLook, expected_results: int) -> bool:
     done = fl.db("SELECT count(*) FROM results WHERE status='done'")
-    results = fl.db("SELECT count(*) FROM results")
+    # final results only: a progressive model's preliminary result (head CT) sends nothing yet
+    results = fl.db("SELECT count(*) FROM results WHERE preliminary=0")
     open_rows = fl.db("SELECT count(*) FROM outbox WHERE state NOT IN ('sent','superseded','stopped')")
     rows = fl.db("SELECT count(*) FROM outbox")
     return bool(results and results[0][0] >= expected_results and open_rows and open_rows[0][0] == 0
