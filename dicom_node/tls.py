@@ -57,12 +57,7 @@ def server_context(config: Config) -> ssl.SSLContext | None:
         raise ConfigError(f"tls_cert {config.tls_cert} and tls_key {config.tls_key} cannot be loaded as an "
                           f"unencrypted PEM certificate and private key ({exc.reason or exc}).") from None
     if config.tls_ca is not None:
-        _readable("tls_ca", config.tls_ca)
-        try:
-            context.load_verify_locations(cafile=str(config.tls_ca))
-        except ssl.SSLError as exc:
-            raise ConfigError(f"tls_ca {config.tls_ca} cannot be loaded as PEM CA certificates "
-                              f"({exc.reason or exc}).") from None
+        _load_ca(context, config.tls_ca)
         context.verify_mode = ssl.CERT_REQUIRED
     else:
         context.verify_mode = ssl.CERT_NONE
@@ -97,12 +92,7 @@ def client_context(config: Config) -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
     if config.tls_ca is not None:
-        _readable("tls_ca", config.tls_ca)
-        try:
-            context.load_verify_locations(cafile=str(config.tls_ca))
-        except ssl.SSLError as exc:
-            raise ConfigError(f"tls_ca {config.tls_ca} cannot be loaded as PEM CA certificates "
-                              f"({exc.reason or exc}).") from None
+        _load_ca(context, config.tls_ca)
     else:
         context.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if config.tls_cert is not None and config.tls_key is not None:
@@ -114,3 +104,12 @@ def client_context(config: Config) -> ssl.SSLContext:
             raise ConfigError(f"tls_cert {config.tls_cert} and tls_key {config.tls_key} cannot be loaded "
                               f"({exc.reason or exc}).") from None
     return context
+
+
+def _load_ca(context: ssl.SSLContext, ca: Path) -> None:
+    """The CA certificates that peers' (server and client) certificates must chain to."""
+    _readable("tls_ca", ca)
+    try:
+        context.load_verify_locations(cafile=str(ca))
+    except ssl.SSLError as exc:
+        raise ConfigError(f"tls_ca {ca} cannot be loaded as PEM CA certificates ({exc.reason or exc}).") from None
