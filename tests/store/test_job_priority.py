@@ -84,3 +84,29 @@ def test_a_high_priority_c_store_starts_first_in_the_pipeline(tmp_path: Path) ->
     assert started == [urgent[1], *(s for _, s in routine)]
     assert node.store.get_result(urgent[1]).model == TOY
     stop_node(node)
+
+
+def test_a_requested_priority_survives_a_restart_and_is_cleared_when_done(tmp_path: Path) -> None:
+    """The C-STORE Priority is kept with the job (schema 5): after a restart the HIGH series
+    queued behind routine ones is still dispatched first; once analysed, a re-queue is routine."""
+    store = StudyStore(tmp_path / "data", min_free_bytes=0)
+    films = [_store(store, [synthetic_cxr(tmp_path / f"film{i}", size=64, seed=i)], "WARD_DX") for i in range(3)]
+    paths = synthetic_head_ct(tmp_path / "ct", n_slices=4, size=32)
+    ct = ""
+    for path in paths:
+        ct = store.store_instance(path.read_bytes(), "CT01").header.series_uid
+        store.raise_job_priority(ct, "high")  # before the job exists: remembered, then written with it
+    store.enqueue_job(ct)
+    late = _store(store, [synthetic_cxr(tmp_path / "late", size=64, seed=9)], "WARD_DX")
+    store.raise_job_priority(late, "low")
+    store.close()
+
+    store = StudyStore(tmp_path / "data", min_free_bytes=0)  # a restart: nothing in memory
+    order = []
+    while (job := store.claim_job(None, {})) is not None:
+        order.append(job.series_uid)
+        store.jobs.finish(job.series_uid)
+    assert order == [ct, *films, late]
+    assert store.index.conn().execute("SELECT requested_priority FROM jobs WHERE series_uid=?",
+                                      (ct,)).fetchone()[0] is None
+    store.close()

@@ -52,11 +52,12 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def _previous_code(target: Path) -> Path:
-    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{PREVIOUS}^{{commit}}"], capture_output=True)
+def _previous_code(target: Path, commit: str = PREVIOUS) -> Path:
+    """``app`` and ``inference`` of ``commit`` (an earlier release) under ``target``."""
+    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True)
     if found.returncode != 0:
-        pytest.fail(f"this test needs commit {PREVIOUS} from the git history; run it in a full `git clone`")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", PREVIOUS, "app", "inference"],
+        pytest.fail(f"this test needs commit {commit} from the git history; run it in a full `git clone`")
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit, "app", "inference"],
                              capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(target, filter="data")

@@ -22,8 +22,8 @@ VOLUME_MODALITIES = ("CT", "MR", "PT", "NM")
 class JobQueue:
     def __init__(self, index: Index) -> None:
         self.index = index
-        # series -> the level its C-STORE requests asked for. In memory: after a restart a
-        # re-queued job keeps its calling AE's level (the AE is in the index), not this one.
+        # series -> the level its C-STORE requests asked for, until its job row exists; from then
+        # on it is also in jobs.requested_priority, so a restart keeps it.
         self._hints: dict[str, str] = {}
         self._hints_lock = threading.Lock()
 
@@ -33,13 +33,33 @@ class JobQueue:
             return
         with self._hints_lock:
             current = self._hints.get(series_uid)
-            if current is None or RANK[level] < RANK[current]:
-                self._hints[series_uid] = level
+            if current is not None and RANK[level] >= RANK[current]:
+                return
+            self._hints[series_uid] = level
+        self._persist_hint(series_uid)
+
+    def _persist_hint(self, series_uid: str) -> None:
+        """Write the remembered level into the job row, if there is one (never lowers a stored level)."""
+        with self._hints_lock:
+            level = self._hints.get(series_uid)
+        if level is None:
+            return
+        with self.index.write_lock:
+            conn = self.index.conn()
+            row = conn.execute("SELECT requested_priority FROM jobs WHERE series_uid=?", (series_uid,)).fetchone()
+            stored = row["requested_priority"] if row is not None else None
+            if row is not None and (stored not in RANK or RANK[level] < RANK[stored]):
+                conn.execute("UPDATE jobs SET requested_priority=? WHERE series_uid=?", (level, series_uid))
 
     def enqueue(self, series_uid: str, priority: str | None = None) -> bool:
         """Queue analysis of a series; a finished (or running) job is re-queued only if the series
         changed since: instances added, or one replaced by a corrected version (same count, but
         received after the job finished or started)."""
+        queued = self._enqueue(series_uid)
+        self._persist_hint(series_uid)
+        return queued
+
+    def _enqueue(self, series_uid: str) -> bool:
         with self.index.write_lock:
             conn = self.index.conn()
             series = self.index.get_series(series_uid)
@@ -85,13 +105,17 @@ class JobQueue:
         with self.index.write_lock:
             conn = self.index.conn()
             candidates = conn.execute(
-                f"""SELECT j.series_uid, j.enqueued_at,
+                f"""SELECT j.series_uid, j.enqueued_at, j.requested_priority,
                           (SELECT i.calling_ae FROM instances i WHERE i.series_uid = j.series_uid LIMIT 1) AS ae
                    FROM jobs j WHERE j.state='pending'{where}""", args).fetchall()
             if not candidates:
                 return None
             levels = ae_priority or {}
-            best = min(candidates, key=lambda r: (rank(r["ae"], hints.get(r["series_uid"]), levels),
+            def requested(r: Any) -> str | None:
+                asked = [lv for lv in (hints.get(r["series_uid"]), r["requested_priority"]) if lv in RANK]
+                return min(asked, key=RANK.__getitem__) if asked else None
+
+            best = min(candidates, key=lambda r: (rank(r["ae"], requested(r), levels),
                                                   r["enqueued_at"], r["series_uid"]))
             row = conn.execute(
                 """UPDATE jobs SET state='running', started_at=?, attempts=attempts+1
@@ -108,15 +132,17 @@ class JobQueue:
         with self.index.write_lock:
             conn = self.index.conn()
             if claimed_count is None:
-                conn.execute("UPDATE jobs SET state='done', finished_at=? WHERE series_uid=?",
+                conn.execute("UPDATE jobs SET state='done', finished_at=?, requested_priority=NULL WHERE series_uid=?",
                              (time.time(), series_uid))
                 self._forget_hint(series_uid)
                 return
             same = "instance_count=? AND (? IS NULL OR enqueued_at=?)"
             conn.execute(
                 f"UPDATE jobs SET state=CASE WHEN {same} THEN 'done' ELSE 'pending' END, finished_at=?,"
-                f" attempts=CASE WHEN {same} THEN attempts ELSE 0 END WHERE series_uid=?",
+                f" attempts=CASE WHEN {same} THEN attempts ELSE 0 END,"
+                f" requested_priority=CASE WHEN {same} THEN NULL ELSE requested_priority END WHERE series_uid=?",
                 (claimed_count, claimed_enqueued_at, claimed_enqueued_at, time.time(),
+                 claimed_count, claimed_enqueued_at, claimed_enqueued_at,
                  claimed_count, claimed_enqueued_at, claimed_enqueued_at, series_uid))
             row = conn.execute("SELECT state FROM jobs WHERE series_uid=?", (series_uid,)).fetchone()
         if row is not None and row["state"] == "done":
