@@ -251,19 +251,14 @@ def run_tiles(
     return run, constant
 
 
-def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
-    """bf16 bits (uint16) -> float32, exactly."""
-    return (raw.astype(np.uint32) << 16).view(np.float32)
-
-
 def split_model(model: ov.Model, feature_type: ov.Type) -> tuple[ov.Model, ov.Model]:
     """Cut a BLAST-CT IR at the pathway concat into (pathways, head).
 
     pathways: the original input -> the concat's three inputs, the sub-sampled pathways taken
     before their upsampling (nearest neighbour, i.e. output voxel v reads v // factor), in
     ``feature_type`` (the precision the features have inside the whole model, so nothing is
-    rounded differently), channels last ([1, D, H, W, C]). head: a [1, HEAD_CHUNK, 1, 1, 150] float32
-input (channels last) -> the original output [1, 5, HEAD_CHUNK, 1, 1].
+    rounded differently), channels last ([1, D, H, W, C]). head: a [1, HEAD_CHUNK, 1, 1, 150] input in
+``feature_type`` (channels last) -> the original output [1, 5, HEAD_CHUNK, 1, 1].
     """
     head_model = model.clone()  # before the pathways model shares (and re-types) the original's nodes
     concat = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Concat")
@@ -288,7 +283,8 @@ input (channels last) -> the original output [1, 5, HEAD_CHUNK, 1, 1].
     head = ov.Model([r.input_value(0) for r in head_model.get_results()], [feats], "blastct_head")
     ppp = ov.preprocess.PrePostProcessor(head)
     ppp.input(0).model().set_layout(ov.Layout("NCDHW"))
-    ppp.input(0).tensor().set_layout(ov.Layout("NDHWC"))  # [1, HEAD_CHUNK, 1, 1, 150]
+    # [1, HEAD_CHUNK, 1, 1, 150] in the features' own type: they are gathered straight into it
+    ppp.input(0).tensor().set_layout(ov.Layout("NDHWC")).set_element_type(feature_type)
     return pathways, ppp.build()
 
 
@@ -315,23 +311,27 @@ class SplitMember:
             n = [d - 2 * MARGIN for d in patch.shape[2:]]
             voxels = tuple(g.ravel() for g in np.indices(n))  # type: ignore[assignment]
         assert voxels is not None
-        parts = []
+        # Per pathway: its features as [voxels, channels] rows and the row each voxel reads
+        # (nearest-neighbour upsampling: v // factor), in the concat's channel order.
+        sources = []
         for i, f in enumerate(self._factors):
             data = self._pathways.get_output_tensor(i).data  # [1, D, H, W, C]
-            raw = data.view(np.uint16) if self._bf16 else data
-            z, y, x = (v // f for v in voxels) if f > 1 else voxels
-            parts.append(raw[0, z, y, x])
-        feats = np.concatenate(parts, axis=1)  # [n, 150] in the concat's channel order
-        if self._bf16:
-            feats = _bf16_to_f32(feats)
-        count = feats.shape[0]
+            rows = (data.view(np.uint16) if self._bf16 else data).reshape(-1, data.shape[-1])
+            index = np.ravel_multi_index(tuple(v // f for v in voxels) if f > 1 else voxels, data.shape[1:4])
+            sources.append((rows, index))
+        count = len(voxels[0])
         logits = np.empty((N_CLASSES, count), dtype=np.float32)
-        inp = self._head.get_input_tensor(0).data
+        inp = self._head.get_input_tensor(0).data  # [1, HEAD_CHUNK, 1, 1, 150], the features' type
+        feats = inp.view(np.uint16)[0, :, 0, 0] if self._bf16 else inp[0, :, 0, 0]
         for a in range(0, count, HEAD_CHUNK):
             b = min(a + HEAD_CHUNK, count)
-            inp[0, : b - a, 0, 0] = feats[a:b]
+            channel = 0
+            for rows, index in sources:  # gathered straight into the head's input: no concat, no conversion
+                width = rows.shape[1]
+                feats[: b - a, channel: channel + width] = rows[index[a:b]]
+                channel += width
             if b - a < HEAD_CHUNK:
-                inp[0, b - a:, 0, 0] = 0.0
+                feats[b - a:] = 0
             self._head.infer()
             logits[:, a:b] = self._head.get_output_tensor(0).data[0, :, : b - a, 0, 0]
         if full:
