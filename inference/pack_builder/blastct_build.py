@@ -286,6 +286,14 @@ def _cached_ensemble(pack: ModelPack, volume: CtVolume, precision: str, cache: P
     return labels, seconds, False
 
 
+def label_digest(labels: np.ndarray) -> dict[str, Any]:
+    """What the runtime's native labels on the reference series were, on the machine that built the
+    pack: a later run of the same pack there (locally or on a cluster) must give the same bytes."""
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    return {"sha256": hashlib.sha256(labels.tobytes()).hexdigest(), "shape": list(labels.shape),
+            "labelled_voxels": int(np.count_nonzero(labels))}
+
+
 def fidelity(volume: CtVolume, fp32_labels: np.ndarray, int8_labels: np.ndarray) -> dict[str, Any]:
     """Per-class Dice and volumes (native slices) of a candidate (INT8, bf16) vs FP32, and the verdict."""
     from inference.ct_volume import volumes_ml
@@ -440,6 +448,7 @@ def build_blastct_pack(out_dir: Path, shared_dir: Path, *, force: bool = False,
             seconds[f"{precision}_ensemble"] = 0.0 if was_cached else secs
             report = fidelity(volume, fp32_labels, labels)
             report["seconds"] = {"ensemble": round(secs, 1), "cached": was_cached}
+            report["labels"] = label_digest(labels)
             reports[precision] = report
             log.info("BLAST-CT %s vs FP32 (%s): %s", precision, "pass" if report["passed"] else "FAIL",
                      json.dumps(report["classes"]))
@@ -480,6 +489,7 @@ def build_blastct_pack(out_dir: Path, shared_dir: Path, *, force: bool = False,
             "members": N_MEMBERS,
             "series": SERIES,
             "classes": reports[chosen]["classes"],
+            "runtime_labels": reports[chosen]["labels"],  # the chosen runtime's native labels on the series
             "candidates": reports,
         }
         seconds["total"] = time.perf_counter() - t_start

@@ -231,12 +231,17 @@ def main() -> int:
             report["back"] = {"deploy": back.stdout + back.stderr[-2000:],
                               "run": analyze(config, args.packs, inputs["films"][:1], "ray", work)}
             save()
-        if "real" in cases:  # the real series end to end: local vs cluster, all 12 members
+        if cases & {"real", "real-local"}:  # the real series end to end through the cluster, all 12 members
             files = sorted(args.headct.glob("*.dcm"))
-            local = analyze(config, args.packs, files, "local", work)
             cluster = analyze(config, args.packs, files, "ray", work)
-            report["real"] = {"local": local, "cluster": cluster, "local_labels": labels_of(local),
-                              "cluster_labels": labels_of(cluster)}
+            manifest = json.loads((args.packs / "blast-ct" / "manifest.json").read_text())
+            # The local runtime's labels on this series, recorded when the pack was built on this
+            # machine (inference/pack_builder/blastct_build.py); "real-local" also runs it again here.
+            report["real"] = {"cluster": cluster, "cluster_labels": labels_of(cluster),
+                              "pack_labels": manifest.get("fidelity", {}).get("runtime_labels")}
+            if "real-local" in cases:
+                local = analyze(config, args.packs, files, "local", work)
+                report["real"].update(local=local, local_labels=labels_of(local))
             save()
         if "tampered" in cases:
             tampered = work / "tampered-packs"
