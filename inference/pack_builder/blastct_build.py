@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 PACK_NAME = "blast-ct"
 VERSION = "1.0.0"
-RECIPE = 4  # bump when the conversion/quantisation recipe changes (forces a rebuild)
+RECIPE = 5  # bump when the recipe or what the manifest records changes (forces a rebuild); 5: fidelity.runtime_labels
 LABELS_KEY_VERSION = 1  # bump only if the runtime tiling changes results
 # Runtime precisions tried in order; the first that passes the gate is used by the pack.
 # "bf16" runs the FP32 IR with the bf16 inference-precision hint (native on AVX512_BF16/AMX CPUs).
