@@ -74,7 +74,9 @@ class ClusterClient:
         return self.call(CHEXNET_ROUTE, self.call_deadline_s, {}, tensor=np.ascontiguousarray(tensor, np.float32))
 
     def blastct(self, x: np.ndarray, plan: list[Any], members: list[str], skip_constant: bool,
-                study: str) -> ClusterReply:
+                study: str, sampled: np.ndarray | None = None) -> ClusterReply:
+        """``sampled``: bool mask of the voxels the result reads (the items compute only those)."""
         meta = {"plan": [[list(s), list(n)] for s, n in plan], "members": members,
                 "skip_constant": skip_constant, "study": study}
-        return self.call(BLASTCT_ROUTE, self.study_deadline_s, meta, x=x)
+        extra = {} if sampled is None else {"sampled": np.packbits(sampled.ravel())}
+        return self.call(BLASTCT_ROUTE, self.study_deadline_s, meta, x=x, **extra)

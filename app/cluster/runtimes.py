@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from app.cluster.client import ClusterClient, ClusterUnavailable
-from inference.blastct import CELL, native_cells, normalise, plan_tiles
+from inference.blastct import CELL, native_cells, normalise, plan_tiles, sampled_voxels
 from inference.chexnet import ChexnetOutput
 from inference.cluster.outputs import blastct_output
 from inference.errors import InferenceError
@@ -107,8 +107,10 @@ class RemoteBlastCt(_Remote):
         plan = plan_tiles(cells, runtime.tile)
         timings["prepare"] = time.perf_counter() - t0
         try:
+            # Only the voxels the result reads, as the local split head computes them (CPU).
+            sampled = sampled_voxels(volume) if runtime._split_active() else None
             reply = self.client.blastct(x, plan, list(runtime.member_names), runtime.skip_constant,
-                                        volume.series_uid)
+                                        volume.series_uid, sampled)
         except ClusterUnavailable as exc:
             note = self._fallback(exc)
             out = runtime.analyse(volume, on_member=on_member)
@@ -132,5 +134,6 @@ class RemoteBlastCt(_Remote):
         out.timings["total"] = time.perf_counter() - t0
         out.ran_on = {"backend": "ray", "url": self.client.base_url, "nodes": meta.get("nodes", []),  # type: ignore[attr-defined]
                       "replicas": replicas, "items": meta.get("items"), "retries": meta.get("retries", 0),
-                      "item_s_mean": meta.get("item_s_mean")}
+                      "item_s_mean": meta.get("item_s_mean"), "item_mb_mean": meta.get("item_mb_mean"),
+                      "sampled": meta.get("sampled", False)}
         return out

@@ -4,7 +4,9 @@
   and the 7x7 class-activation maps out; ``serve.batch`` groups a burst into one batched
   inference (the batch-N model is the same IR reshaped, identical per image).
 * ``BlastCtCoordinator`` (HTTP ``/blast-ct``): one normalised 1 mm volume and its tile plan in,
-  the label grid out. It puts the volume in Ray's object store once and fans the study out as
+  the label grid out. It puts the volume (and the mask of voxels a native pixel samples, when
+  the service sends it: then each item computes and returns only those, through the same split
+  head as the local runtime) in Ray's object store once and fans the study out as
   member x tile work items over every ``BlastCtWorker`` replica, retries an item whose replica
   died or missed its deadline, and sums the outputs in the local order (``fanout``), so the
   labels equal the local runtime's.
@@ -31,9 +33,9 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-from inference.blastct import BlastCt, _take_patch, softmax
+from inference.blastct import BlastCt
 from inference.chexnet import Chexnet
-from inference.cluster.fanout import OrderedSum, WorkItem, destination, group_tiles, source, work_items
+from inference.cluster.fanout import OrderedSum, WorkItem, group_tiles, item_output, work_items
 from inference.cluster.wire import decode, encode
 from inference.packs import load_pack
 from inference.runner import make_core
@@ -116,22 +118,23 @@ class ChexnetServer:
 class BlastCtWorker:
     """Runs single work items; keeps a few compiled (member, shape) pairs and the current volume."""
 
-    def __init__(self, pack_dir: str, device: str = "CPU", compiled_cache: int = 8) -> None:
+    def __init__(self, pack_dir: str, device: str = "CPU", compiled_cache: int = 6) -> None:
         pack = load_pack(Path(pack_dir))  # verifies every file's SHA-256
         self.runtime = BlastCt(pack, make_core(None), device=device)
         self.where = replica_identity(self.runtime.device)
-        self._compiled: OrderedDict[tuple[str, tuple[int, int, int]], Callable[[np.ndarray], np.ndarray]] = OrderedDict()
+        self._compiled: OrderedDict[tuple[str, tuple[int, int, int], bool], Callable[..., np.ndarray]] = OrderedDict()
         self._cache_size = max(1, compiled_cache)
-        self._volume: tuple[str, np.ndarray] | None = None
+        self._volume: tuple[str, np.ndarray, np.ndarray | None] | None = None
         # Serve runs a sync method on a thread per ongoing request: one item at a time per
         # replica (an OpenVINO infer request serves one caller), the next one already queued here.
         self._busy = threading.Lock()
         log.info("blast-ct worker %s ready (pack %s verified)", self.where, pack.version)
 
-    def _infer(self, member: str, size: tuple[int, int, int]) -> Callable[[np.ndarray], np.ndarray]:
-        key = (member, size)
+    def _infer(self, member: str, size: tuple[int, int, int], split: bool) -> Callable[..., np.ndarray]:
+        key = (member, size, split)
         if key not in self._compiled:
-            self._compiled[key] = self.runtime._compile(member, size)
+            self._compiled[key] = (self.runtime._compile_split(member, size) if split
+                                   else self.runtime._compile(member, size))
             while len(self._compiled) > self._cache_size:
                 self._compiled.popitem(last=False)
         self._compiled.move_to_end(key)
@@ -145,19 +148,14 @@ class BlastCtWorker:
     def _run(self, study: str, volume: list[ray.ObjectRef], member: str, size: list[int], start: list[int],
              constant: bool) -> tuple[np.ndarray, dict[str, Any]]:
         t0 = time.perf_counter()
-        size_t = tuple(int(n) for n in size)
-        if constant:
-            infer = self._infer(member, size_t)  # type: ignore[arg-type]
-            patch = np.full((1, 1) + tuple(n + 80 for n in size_t), -1.0, np.float32)
-            out = softmax(infer(patch)[0])[:, 0, 0, 0]
-        else:
-            if self._volume is None or self._volume[0] != study:
-                self._volume = (study, ray.get(volume[0]))
-            x = self._volume[1]
-            infer = self._infer(member, size_t)  # type: ignore[arg-type]
-            patch = _take_patch(x, start, size_t)
-            dst = destination(start, size_t, x.shape)
-            out = softmax(infer(patch[None, None])[0])[(slice(None),) + source(start, dst)]
+        if self._volume is None or self._volume[0] != study:
+            arrays = ray.get(list(volume))
+            self._volume = (study, arrays[0], arrays[1] if len(arrays) > 1 else None)
+        _, x, sampled = self._volume
+        # The split head where the local runtime uses it (CPU), so the logits are the same bits.
+        split = sampled is not None and self.runtime._split_active()
+        item = WorkItem(member, tuple(int(n) for n in size), tuple(int(s) for s in start), constant)  # type: ignore[arg-type]
+        out = item_output(self._infer(member, item.size, split), x, item, sampled, split)
         return np.ascontiguousarray(out, dtype=np.float32), {**self.where, "item_s": time.perf_counter() - t0}
 
 
@@ -202,12 +200,15 @@ class BlastCtCoordinator:
         unknown = [m for m in members if m not in self.members]
         if unknown:
             return _refused(400, f"unknown members {unknown}")
+        sampled = None
+        if "sampled" in arrays:  # packed bits of the voxels some native pixel samples
+            sampled = np.unpackbits(arrays["sampled"], count=x.size).astype(bool).reshape(x.shape)
         groups = group_tiles(x, plan, bool(meta.get("skip_constant", True)))
         items = work_items(members, groups)
-        total = OrderedSum(x.shape, groups)
+        total = OrderedSum(x.shape, groups, sampled)
         study = f"{meta.get('study', 'study')}-{time.time_ns()}"
-        ref = [ray.put(x)]
-        report: dict[str, Any] = {"retries": 0, "replicas": {}, "nodes": set(), "item_s": []}
+        ref = [ray.put(x)] + ([ray.put(sampled)] if sampled is not None else [])
+        report: dict[str, Any] = {"retries": 0, "replicas": {}, "nodes": set(), "item_s": [], "item_bytes": 0}
         # Released when an output has been added (not when it arrives): at most ``window`` outputs
         # are held while waiting for the next one in order.
         gate = asyncio.Semaphore(self.window)
@@ -225,6 +226,7 @@ class BlastCtCoordinator:
                 report["replicas"][where["replica"]] = report["replicas"].get(where["replica"], 0) + 1
                 report["nodes"].add(where["node"])
                 report["item_s"].append(where["item_s"])
+                report["item_bytes"] += out.nbytes
         except Exception as exc:
             for task in tasks:
                 task.cancel()
@@ -234,6 +236,7 @@ class BlastCtCoordinator:
         reply = {"coordinator": self.where, "items": len(items), "retries": report["retries"],
                  "replicas": report["replicas"], "nodes": sorted(report["nodes"]),
                  "device": self.where["device"], "item_s_mean": float(np.mean(item_s)) if item_s else 0.0,
+                 "item_mb_mean": report["item_bytes"] / max(1, len(items)) / 1e6, "sampled": sampled is not None,
                  "cluster_s": time.perf_counter() - t0}
         return _binary(reply, labels=labels)
 

@@ -6,16 +6,20 @@ order. Work items here may finish in any order on any replica, but they are *add
 local order (member, then tile shape, then start), so the summed probabilities and hence the
 labels are bit-identical to the local run. A constant tile (all input at the window floor)
 reuses one output vector per member, computed at the tile shape the local code would use.
+
+With ``sampled`` (the voxels some native pixel samples, ``inference.blastct.sampled_voxels``) an
+item computes and returns only those voxels of its tile, as the local split head does: the
+same logits, ~15 % of the bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from inference.blastct import N_CLASSES, Tile, _take_patch
+from inference.blastct import MARGIN, N_CLASSES, Tile, Voxels, _take_patch, softmax
 
 Size = tuple[int, int, int]
 Start = tuple[int, int, int]
@@ -46,6 +50,40 @@ def destination(start: Sequence[int], size: Sequence[int], shape: Sequence[int])
 
 def source(start: Sequence[int], dst: Sequence[slice]) -> tuple[slice, ...]:
     return tuple(slice(d.start - s, d.stop - s) for d, s in zip(dst, start))
+
+
+def tile_voxels(sampled: np.ndarray, start: Sequence[int], size: Sequence[int]) -> tuple[Voxels, Voxels]:
+    """The sampled voxels of one tile: (tile-local indices, grid indices), in ``run_tiles`` order."""
+    dst = destination(start, size, sampled.shape)
+    src = source(start, dst)
+    gz, gy, gx = np.nonzero(sampled[dst])
+    local = (gz + src[0].start, gy + src[1].start, gx + src[2].start)
+    grid = (gz + dst[0].start, gy + dst[1].start, gx + dst[2].start)
+    return local, grid
+
+
+def item_output(infer: Callable[..., np.ndarray], x: np.ndarray, item: "WorkItem",
+                sampled: np.ndarray | None, split: bool) -> np.ndarray:
+    """One work item's softmax, computed as ``run_tiles`` computes it: the constant [5] vector, the
+    tile's destination box [5, d, h, w], or (``sampled``) [5, n] at the tile's sampled voxels.
+    ``split``: ``infer`` is a split member (``infer(patch, voxels)`` gives logits [5, n] there);
+    otherwise the whole model, whose full output is indexed (the same logits per voxel)."""
+    if item.constant:
+        const_in = np.full((1, 1) + tuple(n + 2 * MARGIN for n in item.size), -1.0, np.float32)
+        if split:
+            origin = (np.zeros(1, np.int64),) * 3
+            return softmax(infer(const_in, origin))[:, 0]
+        return softmax(infer(const_in)[0])[:, 0, 0, 0]
+    patch = _take_patch(x, item.start, item.size)[None, None]
+    if sampled is None:
+        dst = destination(item.start, item.size, x.shape)
+        return softmax(infer(patch)[0])[(slice(None),) + source(item.start, dst)]
+    local, _ = tile_voxels(sampled, item.start, item.size)
+    if not local[0].size:
+        return np.zeros((N_CLASSES, 0), np.float32)
+    if split:
+        return softmax(infer(patch, local))
+    return softmax(infer(patch)[0][(slice(None),) + local])
 
 
 def group_tiles(x: np.ndarray, plan: Sequence[Tile], skip_constant: bool = True) -> list[TileGroup]:
@@ -84,9 +122,10 @@ def work_items(members: Sequence[str], groups: Sequence[TileGroup]) -> list[Work
 class OrderedSum:
     """The accumulator [5, Z, Y, X]; ``add`` must be called in ``work_items`` order."""
 
-    def __init__(self, shape: Sequence[int], groups: Sequence[TileGroup]) -> None:
+    def __init__(self, shape: Sequence[int], groups: Sequence[TileGroup], sampled: np.ndarray | None = None) -> None:
         self.shape = tuple(shape)
         self.groups = list(groups)
+        self.sampled = sampled
         self.acc = np.zeros((N_CLASSES,) + self.shape, dtype=np.float32)
 
     def add(self, item: WorkItem, output: np.ndarray) -> None:
@@ -97,6 +136,10 @@ class OrderedSum:
             for group in self.groups:
                 for start in group.constant:
                     self.acc[(slice(None),) + destination(start, group.size, self.shape)] += output[:, None, None, None]
+            return
+        if self.sampled is not None:
+            _, grid = tile_voxels(self.sampled, item.start, item.size)
+            self.acc[(slice(None),) + grid] += output
             return
         self.acc[(slice(None),) + destination(item.start, item.size, self.shape)] += output
 
