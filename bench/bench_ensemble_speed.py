@@ -3,6 +3,7 @@
     # 1. save the labels of a commit's code (default HEAD; real series) as the reference
     python bench/bench_ensemble_speed.py save [--baseline <commit>] [--members 1 12]
     # 2. side by side: the baseline commit's inference/ vs this tree's, alternated in fresh processes
+    #    (without a saved reference, the baseline's first run saves it)
     python bench/bench_ensemble_speed.py compare --baseline <commit> [--members 1 12] [--rounds 2] [--studies 2]
     # 3. are two saved label files identical? (e.g. a reference and a frozen run of a later commit)
     python bench/bench_ensemble_speed.py labels build/ensemble-reference/labels_A_m12.npz labels_B_m12.npz
@@ -156,7 +157,11 @@ def main() -> None:
         for rnd in range(args.rounds):
             order = ["before", "after"] if rnd % 2 == 0 else ["after", "before"]
             for name in order:
-                row = spawn(args, variants[name], members, args.studies, check=ref if ref.is_file() else None)
+                if not ref.is_file() and name == "before":  # the baseline's own labels become the reference
+                    row = spawn(args, variants[name], members, args.studies, save=ref)
+                    row["labels_identical"] = True
+                else:
+                    row = spawn(args, variants[name], members, args.studies, check=ref if ref.is_file() else None)
                 row.update(variant=name, round=rnd)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
