@@ -4,27 +4,20 @@ be sent on demand (its objects are built then)."""
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import sqlite3
-import subprocess
-import sys
-import tarfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
-import pytest
 from pydicom.uid import generate_uid
 
 from app.core.destinations import Destination
 from app.core.outbox.result_outbox import ResultOutbox
 from app.core.store import StudyStore
 from app.core.store.migrations import latest_version
-from tests.support import REPO
 from tests.support.dicom_factory import make_ct_slice, write
 from tests.support.outbox_helpers import StandInBuilder
+from tests.support.previous_release import written_by_release
 
 SCHEMA_1_RELEASE = "9a55971"  # the last release with schema version 1 (no outbox)
 
@@ -75,26 +68,11 @@ def _columns(db: Path) -> dict[str, list[str]]:
 
 
 def test_schema_1_data_dir_opens_with_an_empty_outbox_and_sends_on_demand(tmp_path: Path) -> None:
-    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{SCHEMA_1_RELEASE}^{{commit}}"],
-                           capture_output=True)
-    if found.returncode != 0:
-        pytest.fail(f"needs release {SCHEMA_1_RELEASE} from the git history (run in a full clone)")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", SCHEMA_1_RELEASE, "app", "inference"],
-                             capture_output=True, check=True).stdout
-    code = tmp_path / "code"
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(code, filter="data")
     study, series = generate_uid(), generate_uid()
     files = [write(make_ct_slice(np.full((16, 16), i, np.int16), (0, 0, float(i)), instance=i + 1, study_uid=study,
                                  series_uid=series), tmp_path / "in") for i in range(3)]
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"files": [str(f) for f in files], "study": study, "series": series}))
-    (tmp_path / "writer.py").write_text(WRITER)
-    data_dir = tmp_path / "data"
-    run = subprocess.run([sys.executable, str(tmp_path / "writer.py"), str(code), str(data_dir), str(spec)],
-                         cwd=code, env={**os.environ, "PYTHONPATH": str(code)}, capture_output=True, text=True,
-                         timeout=120)
-    assert run.returncode == 0, run.stderr
+    data_dir = written_by_release(SCHEMA_1_RELEASE, tmp_path, WRITER,
+                                  {"files": [str(f) for f in files], "study": study, "series": series})
     db = data_dir / "index.sqlite3"
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 1

@@ -7,26 +7,19 @@ The old data dir is written by the old code itself (``git archive``, run in a su
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import sqlite3
-import subprocess
-import sys
-import tarfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
-import pytest
 from pydicom.uid import generate_uid
 
 from app.core.results import AnalysisResult
 from app.core.store import StudyStore
 from app.core.store.migrations import latest_version
 from app.core.worklist import build_rows
-from tests.support import REPO
 from tests.support.dicom_factory import make_ct_slice, write
+from tests.support.previous_release import written_by_release
 
 PREVIOUS = "9a55971"  # the last commit with schema 1 (results without the preliminary columns)
 
@@ -52,31 +45,12 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def _previous_code(target: Path, commit: str = PREVIOUS) -> Path:
-    """``app`` and ``inference`` of ``commit`` (an earlier release) under ``target``."""
-    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True)
-    if found.returncode != 0:
-        pytest.fail(f"this test needs commit {commit} from the git history; run it in a full `git clone`")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit, "app", "inference"],
-                             capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(target, filter="data")
-    return target
-
-
 def test_a_schema_1_data_dir_opens_with_its_results_final_and_preliminary_rows_replace_in_place(tmp_path: Path) -> None:
-    root = _previous_code(tmp_path / "code")
     study, series = generate_uid(), generate_uid()
     files = [write(make_ct_slice(np.full((16, 16), i, np.int16), (0, 0, float(i)), instance=i + 1, study_uid=study,
                                  series_uid=series), tmp_path / "in") for i in range(3)]
-    (tmp_path / "spec.json").write_text(json.dumps({"files": [str(f) for f in files], "study": study,
-                                                    "series": series}))
-    (tmp_path / "writer.py").write_text(WRITER)
-    data_dir = tmp_path / "data"
-    run = subprocess.run([sys.executable, str(tmp_path / "writer.py"), str(root), str(data_dir),
-                          str(tmp_path / "spec.json")], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
+    data_dir = written_by_release(PREVIOUS, tmp_path, WRITER, {"files": [str(f) for f in files], "study": study,
+                                                               "series": series})
     conn = sqlite3.connect(data_dir / "index.sqlite3")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     assert "preliminary" not in [r[1] for r in conn.execute("PRAGMA table_info(results)")]

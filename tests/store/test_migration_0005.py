@@ -7,11 +7,7 @@ The old data dir is written by the old code itself (``git archive``, run in a su
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -20,8 +16,8 @@ from pydicom.uid import generate_uid
 
 from app.core.store import StudyStore
 from app.core.store.migrations import latest_version
-from tests.store.test_migration_0004 import _previous_code
 from tests.support.dicom_factory import make_ct_slice, write
+from tests.support.previous_release import written_by_release
 
 PREVIOUS = "7853cc6"  # the last commit with schema 4 (jobs without requested_priority)
 
@@ -44,19 +40,12 @@ WRITER = textwrap.dedent("""
 
 
 def test_a_schema_4_data_dir_keeps_its_backlog_and_then_keeps_requested_priorities(tmp_path: Path) -> None:
-    root = _previous_code(tmp_path / "code", PREVIOUS)
     study = generate_uid()
     series = [generate_uid() for _ in range(3)]
     files = {s: [str(write(make_ct_slice(np.full((16, 16), i, np.int16), (0, 0, float(i)), instance=i + 1,
                                          study_uid=study, series_uid=s), tmp_path / "in" / s)) for i in range(2)]
              for s in series}
-    (tmp_path / "spec.json").write_text(json.dumps({"series": files}))
-    (tmp_path / "writer.py").write_text(WRITER)
-    data_dir = tmp_path / "data"
-    run = subprocess.run([sys.executable, str(tmp_path / "writer.py"), str(root), str(data_dir),
-                          str(tmp_path / "spec.json")], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
+    data_dir = written_by_release(PREVIOUS, tmp_path, WRITER, {"series": files})
     conn = sqlite3.connect(data_dir / "index.sqlite3")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     assert "requested_priority" not in [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]

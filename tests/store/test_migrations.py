@@ -9,14 +9,8 @@ subprocess), not by a copy of its schema, so what is tested is what clinics have
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
-import tarfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -29,9 +23,14 @@ from pydicom.uid import generate_uid
 from app.core.audit import AuditLog
 from app.core.results import AnalysisResult
 from app.core.store import MigrationFailed, SchemaTooNew, StudyStore
-from app.core.store.migrations import Migration, bundled_migrations, latest_version, migrate
-from tests.support import REPO
+from app.core.store.migrations import (
+    Migration,
+    bundled_migrations,
+    latest_version,
+    migrate,
+)
 from tests.support.dicom_factory import make_ct_slice, write
+from tests.support.previous_release import written_by_release
 
 OLD_RELEASE = "4c3338c"  # the landed release whose store was app/store.py, with no schema version
 
@@ -71,23 +70,6 @@ OLD_WRITER = textwrap.dedent("""
 """)
 
 
-def _require_old_release() -> None:
-    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{OLD_RELEASE}^{{commit}}"],
-                           capture_output=True)
-    if found.returncode != 0:
-        pytest.fail(f"the migration test needs release {OLD_RELEASE} from the git history, which this checkout "
-                    f"lacks (a shallow clone or a source archive?); run it in a full `git clone`")
-
-
-def _old_release_code(target: Path) -> Path:
-    _require_old_release()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", OLD_RELEASE, "app", "inference"],
-                             capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(target, filter="data")
-    return target
-
-
 def _slices(directory: Path, n: int, study: str, series: str, modality: str) -> list[Path]:
     return [write(make_ct_slice(np.full((16, 16), i, np.int16), (0, 0, float(i)), instance=i + 1, study_uid=study,
                                 series_uid=series, modality=modality), directory) for i in range(n)]
@@ -105,7 +87,6 @@ class OldDataDir:
 def old_data_dir(tmp_path_factory: pytest.TempPathFactory) -> OldDataDir:
     """A pristine data dir written by the old release; tests work on copies."""
     work = tmp_path_factory.mktemp("old-release")
-    old_root = _old_release_code(work / "code")
     study, ct, mr = generate_uid(), generate_uid(), generate_uid()
     ct_files = _slices(work / "in", 3, study, ct, "CT")
     mr_files = _slices(work / "in", 2, study, mr, "MR")
@@ -116,13 +97,7 @@ def old_data_dir(tmp_path_factory: pytest.TempPathFactory) -> OldDataDir:
     ds.save_as(corrected, enforce_file_format=True)
     spec = {"sent": [str(p) for p in ct_files + mr_files], "copied_in": str(other_study[0]),
             "corrected": str(corrected), "study": study, "ct_series": ct, "mr_series": mr}
-    (work / "spec.json").write_text(json.dumps(spec))
-    (work / "writer.py").write_text(OLD_WRITER)
-    data_dir = work / "data"
-    env = {**os.environ, "PYTHONPATH": str(old_root)}
-    run = subprocess.run([sys.executable, str(work / "writer.py"), str(old_root), str(data_dir), str(work / "spec.json")],
-                         cwd=old_root, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, f"the old release could not write its data dir:\n{run.stderr}"
+    data_dir = written_by_release(OLD_RELEASE, work, OLD_WRITER, spec)
     return OldDataDir(data_dir, study, ct, mr)
 
 
