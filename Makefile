@@ -30,7 +30,7 @@ run: models
 # Boundaries first (import-linter contracts in pyproject.toml): seconds, and a broken one fails CI.
 test: models
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -m "not long"
+	$(BIN)/python -m pytest
 
 test-quick: deps
 	$(BIN)/lint-imports --no-cache
