@@ -100,8 +100,6 @@ class JobQueue:
             op = "IN" if lane == "volume" else "NOT IN"
             where = f" AND coalesce((SELECT modality FROM series s WHERE s.series_uid = j.series_uid), '') {op} ({marks})"
         args: tuple[Any, ...] = tuple(VOLUME_MODALITIES) if lane is not None else ()
-        with self._hints_lock:
-            hints = dict(self._hints)
         with self.index.write_lock:
             conn = self.index.conn()
             candidates = conn.execute(
@@ -111,11 +109,9 @@ class JobQueue:
             if not candidates:
                 return None
             levels = ae_priority or {}
-            def requested(r: Any) -> str | None:
-                asked = [lv for lv in (hints.get(r["series_uid"]), r["requested_priority"]) if lv in RANK]
-                return min(asked, key=RANK.__getitem__) if asked else None
-
-            best = min(candidates, key=lambda r: (rank(r["ae"], requested(r), levels),
+            # A job row holds every level its sender asked for (_persist_hint); the memory only
+            # bridges the instances received before the row existed.
+            best = min(candidates, key=lambda r: (rank(r["ae"], r["requested_priority"], levels),
                                                   r["enqueued_at"], r["series_uid"]))
             row = conn.execute(
                 """UPDATE jobs SET state='running', started_at=?, attempts=attempts+1
