@@ -62,12 +62,14 @@ def routes(ctx: ApiContext) -> list[Route]:
         series = []
         for s in store.list_series(uid):
             result = results.get(s.series_uid)
-            sops = [r["sop_uid"] for r in sorted(store.instance_rows(s.series_uid),
-                                                  key=lambda r: (r["instance_number"] is None, r["instance_number"] or 0,
-                                                                 r["sop_uid"]))]
+            rows = sorted(store.instance_rows(s.series_uid),
+                          key=lambda r: (r["instance_number"] is None, r["instance_number"] or 0, r["sop_uid"]))
             overlay = (f"/api/v1/series/{s.series_uid}/overlay"
                        if result is not None and result.overlay_path else None)
-            series.append({"series": series_to_json(s), "sop_uids": sops,
+            # sop_sha256: what each stored file hashes to, so a desktop's cache can tell an instance
+            # that was replaced under the same SOP Instance UID from the one it holds
+            series.append({"series": series_to_json(s), "sop_uids": [r["sop_uid"] for r in rows],
+                           "sop_sha256": [r["sha256"] for r in rows],
                            "result": result_to_json(result) if result else None, "overlay_url": overlay})
         row = row_for_study(store, uid)
         ctx.audit.append(API_STUDY_OPENED, user=user_of(request), ip=peer_of(request), study_uid=uid,

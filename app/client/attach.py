@@ -90,4 +90,4 @@ def choose_service(config: Config, embedded: Callable[[Config], DesktopService])
         return embedded(config)
     log.info("attaching to the FirstLook service at %s", target.url)
     return RemoteService(target.url, target.token, cache_dir_for(config, target.url), verify=target.verify,
-                         token_file=target.token_file)
+                         token_file=target.token_file, cache_max_bytes=int(config.cache_max_gb * 1e9))

@@ -74,12 +74,13 @@ class RemoteService:
     status_max_age_s = 0.5  # the status bar polls models and queue each second: one request for both
 
     def __init__(self, base_url: str, token: str, cache_dir: Path, verify: bool | str = True,
-                 hub: EventHub | None = None, token_file: Path | None = None) -> None:
+                 hub: EventHub | None = None, token_file: Path | None = None,
+                 cache_max_bytes: int | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.api = ApiClient(self.base_url, token, verify=verify, token_file=token_file)
         self.hub = hub or EventHub()
         self.worklist = RemoteWorklist(self.api)
-        self.store = RemoteStore(self.api, Path(cache_dir), self.queue_length)
+        self.store = RemoteStore(self.api, Path(cache_dir), self.queue_length, cache_max_bytes)
         self.events = EventStream(self.api, self._on_event, self._on_link)
         self._status: dict[str, Any] | None = None
         self._status_at = 0.0

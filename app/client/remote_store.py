@@ -32,16 +32,20 @@ class _StudyDoc:
         self.study = study_from_json(data["study"])
         self.series = [series_from_json(item["series"]) for item in data["series"]]
         self.sop_uids = {item["series"]["series_uid"]: list(item.get("sop_uids") or []) for item in data["series"]}
+        # a service older than the hashes sends none: the cache then trusts the files it holds
+        self.sop_sha256 = {item["series"]["series_uid"]: list(item.get("sop_sha256") or []) or None
+                           for item in data["series"]}
         self.results = [result_from_json(r) for r in data.get("results") or []]
 
 
 class RemoteStore:
     reuse_s = 2.0   # one opening (audit record, series list, results, files) = one request
 
-    def __init__(self, api: ApiClient, cache_root: Path, queue_length: Callable[[], int]) -> None:
+    def __init__(self, api: ApiClient, cache_root: Path, queue_length: Callable[[], int],
+                 cache_max_bytes: int | None = None) -> None:
         self.api = api
         self._data_dir = Path(cache_root)
-        self.images = SeriesCache(self._data_dir, api)
+        self.images = SeriesCache(self._data_dir, api, cache_max_bytes)
         self._queue_length = queue_length
         self._docs: dict[str, tuple[_StudyDoc, float]] = {}
         self._series_study: dict[str, str] = {}
@@ -105,7 +109,8 @@ class RemoteStore:
         doc = kept[0] if kept is not None else (self._fetch(study_uid) if study_uid else None)
         if doc is None or study_uid is None:
             raise ValueError(f"series {series_uid} is not part of a study opened from the service")
-        return self.images.files(study_uid, series_uid, doc.sop_uids.get(series_uid, []))
+        return self.images.files(study_uid, series_uid, doc.sop_uids.get(series_uid, []),
+                                 doc.sop_sha256.get(series_uid))
 
     def pending_jobs(self) -> int:
         return self._queue_length()

@@ -3,15 +3,25 @@ instant and the viewer reads files exactly as it does in the embedded mode.
 
 Layout mirrors the store: ``<root>/studies/<study>/<series>/<sop>.dcm``. A file is named by
 the SOP Instance UID read from its own header (never from the URL), and a series counts as
-cached only when every SOP Instance UID the service lists for it has its file.
+cached only when every SOP Instance UID the service lists for it has its file and, where the
+service lists each file's SHA-256 (``sop_sha256``), that file is the one the service holds now
+(an instance re-sent under the same UID is fetched again). A manifest per series records the
+hashes and the bytes held; the folder's mtime is the series' last opening, and the cache evicts
+the least recently opened series first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
+import json
 import logging
 import os
+import shutil
+import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 
@@ -70,30 +80,61 @@ def split_multipart(body: bytes, content_type: str) -> list[bytes]:
     return list(iter_parts([body], boundary_of(content_type)))
 
 
+@dataclass
+class CachedSeries:
+    """One series folder of the cache, as eviction sees it."""
+
+    folder: Path
+    size: int
+    last_used: float
+
+
 class SeriesCache:
-    def __init__(self, root: Path, api: ApiClient) -> None:
+    """``max_bytes`` bounds the cache (None: unbounded): after each fetch the series opened
+    longest ago are removed until the rest fits, but never the one just opened nor any opened
+    in the last ``keep_recent_s`` (a viewer may still be reading its files)."""
+
+    keep_recent_s = 600.0
+
+    def __init__(self, root: Path, api: ApiClient, max_bytes: int | None = None) -> None:
         self.root = private_dir(Path(root))
         self.api = api
+        self.max_bytes = max_bytes
 
     def series_dir(self, study_uid: str, series_uid: str) -> Path:
         if not (is_valid_uid(study_uid) and is_valid_uid(series_uid)):
             raise CacheError(f"not a DICOM UID: {study_uid!r} / {series_uid!r}")
         return self.root / "studies" / study_uid / series_uid
 
-    def cached(self, study_uid: str, series_uid: str, sop_uids: list[str]) -> list[Path] | None:
+    def cached(self, study_uid: str, series_uid: str, sop_uids: list[str],
+               sha256: list[str] | None = None) -> list[Path] | None:
+        """The files, if every listed instance is here and (when the service lists hashes) is
+        the version the service holds now; None means fetch."""
         folder = self.series_dir(study_uid, series_uid)
         paths = [folder / f"{sop}.dcm" for sop in sop_uids]
-        return paths if all(p.is_file() for p in paths) else None
+        if not all(p.is_file() for p in paths):
+            return None
+        if sha256:
+            held = read_manifest(folder).get("sha256", {})
+            stale = [sop for sop, sha in zip(sop_uids, sha256) if held.get(sop) != sha]
+            if stale:
+                log.info("series %s: %d cached instance(s) differ from the service's (replaced); fetching again",
+                         series_uid, len(stale))
+                return None
+        return paths
 
-    def files(self, study_uid: str, series_uid: str, sop_uids: list[str]) -> list[Path]:
-        """The series' files in ``sop_uids`` order; fetched by WADO-RS unless all are cached."""
-        hit = self.cached(study_uid, series_uid, sop_uids)
+    def files(self, study_uid: str, series_uid: str, sop_uids: list[str],
+              sha256: list[str] | None = None) -> list[Path]:
+        """The series' files in ``sop_uids`` order; fetched by WADO-RS unless all are cached
+        (and current)."""
+        hit = self.cached(study_uid, series_uid, sop_uids, sha256)
         if hit is not None:
+            touch(self.series_dir(study_uid, series_uid))
             return hit
         folder = self.series_dir(study_uid, series_uid)
         folder.mkdir(parents=True, exist_ok=True)
         wanted = set(sop_uids)
-        received = 0
+        hashes: dict[str, str] = {}
         with self.api.stream("GET", f"/dicomweb/studies/{study_uid}/series/{series_uid}",
                              headers={"Accept": DICOM_PARTS}) as response:
             boundary = boundary_of(response.headers.get("content-type", ""))
@@ -104,14 +145,80 @@ class SeriesCache:
                     log.warning("WADO-RS sent instance %s that series %s does not list; ignored", sop, series_uid)
                     continue
                 write_atomically(folder / f"{sop}.dcm", part)
-                received += 1
-        hit = self.cached(study_uid, series_uid, sop_uids)
-        if hit is None:
-            missing = [s for s in sop_uids if not (folder / f"{s}.dcm").is_file()]
-            raise CacheError(f"the service sent {received} of {len(sop_uids)} instances of series {series_uid}; "
+                hashes[sop] = hashlib.sha256(part).hexdigest()
+        missing = [s for s in sop_uids if not (folder / f"{s}.dcm").is_file()]
+        if missing:
+            raise CacheError(f"the service sent {len(hashes)} of {len(sop_uids)} instances of series {series_uid}; "
                              f"missing {missing[:3]}")
-        log.info("series %s: %d instances fetched by WADO-RS into %s", series_uid, received, folder)
-        return hit
+        for leftover in folder.glob("*.dcm"):   # instances the series no longer lists
+            if leftover.stem not in wanted:
+                leftover.unlink(missing_ok=True)
+        size = sum((folder / f"{sop}.dcm").stat().st_size for sop in sop_uids)
+        write_atomically(folder / MANIFEST, json.dumps({"study_uid": study_uid, "series_uid": series_uid,
+                                                        "bytes": size, "sha256": hashes}).encode())
+        log.info("series %s: %d instances fetched by WADO-RS into %s", series_uid, len(hashes), folder)
+        self.evict(keep=folder)
+        return [folder / f"{sop}.dcm" for sop in sop_uids]
+
+    def entries(self) -> list[CachedSeries]:
+        """Every series folder with its size and when it was last opened (a folder from a release
+        without manifests is measured file by file)."""
+        found = []
+        for folder in self.root.glob("studies/*/*"):
+            if not folder.is_dir():
+                continue
+            try:
+                last_used = folder.stat().st_mtime
+                size = read_manifest(folder).get("bytes")
+                if not isinstance(size, int):
+                    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+            except OSError:
+                continue  # removed meanwhile (another desktop window of this user)
+            found.append(CachedSeries(folder, size, last_used))
+        return found
+
+    def evict(self, keep: Path | None = None) -> int:
+        """Remove the series opened longest ago until the cache fits ``max_bytes``; returns bytes freed."""
+        if self.max_bytes is None:
+            return 0
+        entries = self.entries()
+        total = sum(e.size for e in entries)
+        if total <= self.max_bytes:
+            return 0
+        recent = time.time() - self.keep_recent_s
+        freed = 0
+        for entry in sorted(entries, key=lambda e: e.last_used):
+            if total - freed <= self.max_bytes:
+                break
+            if entry.folder == keep or entry.last_used >= recent:
+                continue
+            shutil.rmtree(entry.folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                entry.folder.parent.rmdir()   # the study folder, once its last series is gone
+            freed += entry.size
+            log.info("cache: removed series %s (%.1f MB, last opened %s)", entry.folder.name, entry.size / 1e6,
+                     time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used)))
+        if total - freed > self.max_bytes:
+            log.warning("cache: %.1f GB held, over its %.1f GB limit: the rest was opened in the last %d minutes",
+                        (total - freed) / 1e9, self.max_bytes / 1e9, self.keep_recent_s // 60)
+        return freed
+
+
+MANIFEST = ".manifest.json"  # per series: bytes held and each file's SHA-256
+
+
+def read_manifest(folder: Path) -> dict:
+    try:
+        data = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def touch(path: Path) -> None:
+    """Mark a series as opened now: its folder's mtime is its last use (a fetch sets it too)."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
 
 
 def private_dir(path: Path) -> Path:

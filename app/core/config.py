@@ -77,6 +77,7 @@ class Config:
     server_url: str = ""
     api_token: str = ""            # the reader's token from IT (firstlook users add NAME); empty: the token file
     server_ca: Path | None = None  # CA certificate(s) of an https server_url signed by a private CA
+    cache_max_gb: float = 20.0     # an attached desktop's image cache: least recently opened series go first
     # The HTTP API (app/api, docs/api.md): DICOMweb + /api/v1 for desktops and IT's status page.
     api_bind: str = "127.0.0.1"
     api_port: int = 11113
@@ -217,6 +218,9 @@ class Config:
             raise ConfigError("api_token must be the token IT gave you, on one line without spaces.")
         if self.server_ca is not None and not self.server_url.startswith("https://"):
             raise ConfigError("server_ca is only used with an https:// server_url.")
+        if isinstance(self.cache_max_gb, bool) or not isinstance(self.cache_max_gb, (int, float)) \
+                or not 0.1 <= float(self.cache_max_gb) <= 100_000:
+            raise ConfigError(f"cache_max_gb must be a number of gigabytes from 0.1 to 100000, not {self.cache_max_gb!r}.")
     def _validate_cluster(self, model_names: Sequence[str] | None) -> None:
         if self.inference_backend not in ("local", "ray"):
             raise ConfigError(f"inference_backend must be \"local\" or \"ray\", not {self.inference_backend!r}.")
@@ -354,13 +358,17 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
 
 
 def save_config(config: Config, path: Path | None = None, model_names: Sequence[str] | None = None) -> Path:
-    """Validate, then write atomically so a crash never leaves half a config file."""
+    """Validate, then write atomically so a crash never leaves half a config file. Mode 0600:
+    a reading desktop's file holds the user's API token."""
     import tomli_w
 
     config.validate(model_names)
     path = path or default_config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".toml.tmp")
-    tmp.write_bytes(tomli_w.dumps(config.to_toml_dict()).encode("utf-8"))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)   # a leftover tmp file of another mode keeps its mode on O_CREAT
+        fh.write(tomli_w.dumps(config.to_toml_dict()).encode("utf-8"))
     os.replace(tmp, path)
     return path

@@ -34,6 +34,17 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
         == ("ROUND", 2000, ["A1"], ["10.0.0.0/8"], tmp_path / "d", 2.5)
 
 
+def test_a_saved_config_only_its_user_can_read(tmp_path: Path) -> None:
+    """A reading desktop's file holds the user's API token; an existing file's looser mode goes."""
+    path = tmp_path / "firstlook.toml"
+    path.write_text('ae_title = "OLD"\n')
+    path.chmod(0o644)
+    save_config(Config(api_token="secret-token", cache_max_gb=2.5), path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    loaded = load_config(path)
+    assert (loaded.api_token, loaded.cache_max_gb) == ("secret-token", 2.5)
+
+
 @pytest.mark.parametrize("values, needle", [
     ({"port": 0}, "port must be a whole number from 1 to 65535"),
     ({"port": 65536}, "port must be"),
@@ -49,6 +60,8 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     ({"max_associations": 0}, "max_associations"),
     ({"min_free_mb": -1}, "min_free_mb"),
     ({"log_level": "LOUD"}, "log_level"),
+    ({"cache_max_gb": 0}, "cache_max_gb must be a number of gigabytes"),
+    ({"cache_max_gb": "lots"}, "cache_max_gb"),
     ({"colour": "blue"}, "unknown key(s) colour"),
 ])
 def test_invalid_values_raise_one_sentence(tmp_path: Path, values: dict[str, object], needle: str) -> None:
