@@ -7,6 +7,8 @@
     python bench/bench_ensemble_speed.py compare --baseline <commit> [--members 1 12] [--rounds 2] [--studies 2]
     # 3. are two saved label files identical? (e.g. a reference and a frozen run of a later commit)
     python bench/bench_ensemble_speed.py labels build/ensemble-reference/labels_A_m12.npz labels_B_m12.npz
+    # where one member's seconds go (pathways, head, gather, compile, the rest) + per-node times of a patch
+    python bench/bench_ensemble_speed.py breakdown [--members 1]
     # a frozen copy of a commit's code, run by hand (same JSON row as compare prints)
     python bench/bench_ensemble_speed.py child --src build/ensemble-reference/src_<commit> --member-count 12 \
         --save build/ensemble-reference/labels_after_<commit>_m12.npz [--keep-compiled]
@@ -91,6 +93,87 @@ def child(args: argparse.Namespace) -> dict:
     return row
 
 
+def breakdown(args: argparse.Namespace) -> dict:
+    """Where one member's seconds go on the real series (this tree's code): the pathways model,
+    the 1x1x1 head, the gather between them, compiling, and the rest (patches, softmax, sums);
+    then OpenVINO's per-node times (PERF_COUNT) of the pathways on one 170^3 patch."""
+    import numpy as np
+    import openvino as ov
+
+    import inference.blastct as blastct
+    from inference.ct_volume import load_ct_volume
+    from inference.packs import load_pack
+
+    seconds = {"pathways": 0.0, "head": 0.0, "split_call": 0.0}
+
+    class Timed(blastct.SplitMember):
+        """The shipped SplitMember with its two inferences timed (no change to what it computes)."""
+
+        def __init__(self, inner: blastct.SplitMember) -> None:
+            self.__dict__.update(inner.__dict__)
+            pathways, head = self._pathways, self._head
+
+            class Clock:
+                def __init__(self, request, key):
+                    self._request, self._key = request, key
+
+                def infer(self, *a):
+                    t = time.perf_counter()
+                    out = self._request.infer(*a)
+                    seconds[self._key] += time.perf_counter() - t
+                    return out
+
+                def __getattr__(self, name):
+                    return getattr(self._request, name)
+
+            self._pathways, self._head = Clock(pathways, "pathways"), Clock(head, "head")
+
+        def __call__(self, patch, voxels=None):
+            t = time.perf_counter()
+            try:
+                return super().__call__(patch, voxels)
+            finally:
+                seconds["split_call"] += time.perf_counter() - t
+
+    compile_split = blastct.BlastCt._compile_split
+    blastct.BlastCt._compile_split = lambda self, member, size: Timed(compile_split(self, member, size))
+    volume = load_ct_volume(sorted((Path(args.shared) / SERIES).glob("*.dcm")))
+    pack = load_pack(Path(args.pack))
+    runner = blastct.BlastCt(pack, ov.Core(), "CPU", members=args.member_count or 1, check_device=False)
+    t0 = time.perf_counter()
+    out = runner.analyse(volume)
+    wall = time.perf_counter() - t0
+    n = len(runner.member_names)
+    t = out.timings
+    row = {"members": n, "study_s": round(wall, 2),
+           "per_member_s": {"pathways": seconds["pathways"] / n, "head": seconds["head"] / n,
+                            "gather": (seconds["split_call"] - seconds["pathways"] - seconds["head"]) / n,
+                            "compile": t.get("compile", 0.0) / n,
+                            "tiles_rest": (t.get("infer", 0.0) - seconds["split_call"]) / n},
+           "per_study_s": {"prepare": t.get("prepare", 0.0), "postprocess": t.get("postprocess", 0.0)}}
+    row["per_member_s"] = {k: round(v, 2) for k, v in row["per_member_s"].items()}
+    row["per_study_s"] = {k: round(v, 2) for k, v in row["per_study_s"].items()}
+    # per-node times of the pathways on one full 170^3 input patch (what a 90^3 output tile costs)
+    core = ov.Core()
+    member = runner.member_names[0]
+    model = core.read_model(str(pack.member_xml(member, runner._ir_key(member))))
+    model.reshape([1, 1, 170, 170, 170])
+    pathways, _ = blastct.split_model(model, ov.Type.bf16 if runner._native_bf16() else ov.Type.f32)
+    compiled = core.compile_model(pathways, "CPU", {**runner._config("CPU"), "PERFORMANCE_HINT": "LATENCY",
+                                                     "PERF_COUNT": "YES"})
+    request = compiled.create_infer_request()
+    patch = np.random.default_rng(0).uniform(-1, 1, (1, 1, 170, 170, 170)).astype(np.float32)
+    for _ in range(3):
+        request.infer([patch])
+    nodes = sorted(((p.real_time.total_seconds(), p.node_name.split("/")[0], p.exec_type)
+                    for p in request.get_profiling_info()), reverse=True)
+    total = sum(x[0] for x in nodes)
+    row["patch_170_node_s"] = round(total, 3)
+    row["patch_170_top"] = [{"node": name, "exec": ex, "s": round(sec, 4), "share": round(sec / total, 3)}
+                            for sec, name, ex in nodes[:10]]
+    return row
+
+
 def spawn(args: argparse.Namespace, src: Path, members: int, studies: int, save: Path | None = None,
           check: Path | None = None) -> dict:
     cmd = [sys.executable, __file__, "child", "--src", str(src), "--pack", args.pack, "--shared", args.shared,
@@ -111,7 +194,7 @@ def spawn(args: argparse.Namespace, src: Path, members: int, studies: int, save:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["save", "compare", "child", "labels"])
+    ap.add_argument("mode", choices=["save", "compare", "child", "labels", "breakdown"])
     ap.add_argument("files", nargs="*", help="labels: two .npz files")
     ap.add_argument("--keep-compiled", action="store_true", help="BlastCt(keep_compiled=True) (this tree's code)")
     ap.add_argument("--pack", default=os.path.join(os.environ.get("FIRSTLOOK_PACKS", str(REPO / "build" / "model-packs")),
@@ -129,6 +212,11 @@ def main() -> None:
     if args.mode == "child":
         args.members = args.member_count
         print(json.dumps(child(args)))
+        return
+    if args.mode == "breakdown":
+        sys.path.insert(0, str(REPO))
+        args.member_count = args.members[0]
+        print(json.dumps(breakdown(args)))
         return
     if args.mode == "labels":
         import numpy as np
