@@ -456,8 +456,17 @@ class BlastCt:
 
         return infer
 
-    def _split_active(self) -> bool:
+    @property
+    def split_head(self) -> bool:
+        """Whether the head runs only at sampled voxels (CPU): a caller that tiles a study
+        elsewhere (the cluster) must do the same so its logits are the same bits."""
         return self.head_at_sampled_voxels and self.device.startswith("CPU")
+
+    def compile_tile(self, member: str, size: tuple[int, int, int], split: bool) -> Callable[..., np.ndarray]:
+        """One member compiled for output tiles of ``size``: split (``infer(patch, voxels)`` ->
+        logits [5, n]) or whole (``infer(patch)`` -> logits [1, 5, D, H, W]). Not kept: the
+        caller decides what stays resident."""
+        return self._compile_split(member, size) if split else self._compile(member, size)
 
     def _compile_split(self, member: str, size: tuple[int, int, int]) -> Callable[..., np.ndarray]:
         """The member as pathways for tiles of ``size`` + its head (compiled once per member)."""
@@ -479,13 +488,13 @@ class BlastCt:
         return size[0] // edge
 
     def _member_compiler(self, member: str) -> Callable[[tuple[int, int, int]], Callable[..., np.ndarray]]:
-        split = self._split_active()
+        split = self.split_head
 
         def compile_shape(size: tuple[int, int, int]) -> Callable[..., np.ndarray]:
             key = (member, size)
             if key in self._compiled:
                 return self._compiled[key]
-            fn = self._compile_split(member, size) if split else self._compile(member, size)
+            fn = self.compile_tile(member, size, split)
             if self.keep_compiled:
                 self._compiled[key] = fn
             return fn
@@ -516,7 +525,7 @@ class BlastCt:
         else:
             plan = plan_tiles(cells, self.tile)
         acc = np.zeros((N_CLASSES,) + volume.shape, dtype=np.float32)
-        sampled = sampled_voxels(volume) if self._split_active() else None
+        sampled = sampled_voxels(volume) if self.split_head else None
         timings["prepare"] = time.perf_counter() - t0
         run = constant = 0
         for done, member in enumerate(self.member_names, start=1):

@@ -108,7 +108,7 @@ class RemoteBlastCt(_Remote):
         timings["prepare"] = time.perf_counter() - t0
         try:
             # Only the voxels the result reads, as the local split head computes them (CPU).
-            sampled = sampled_voxels(volume) if runtime._split_active() else None
+            sampled = sampled_voxels(volume) if runtime.split_head else None
             reply = self.client.blastct(x, plan, list(runtime.member_names), runtime.skip_constant,
                                         volume.series_uid, sampled)
         except ClusterUnavailable as exc:

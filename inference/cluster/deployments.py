@@ -133,8 +133,7 @@ class BlastCtWorker:
     def _infer(self, member: str, size: tuple[int, int, int], split: bool) -> Callable[..., np.ndarray]:
         key = (member, size, split)
         if key not in self._compiled:
-            self._compiled[key] = (self.runtime._compile_split(member, size) if split
-                                   else self.runtime._compile(member, size))
+            self._compiled[key] = self.runtime.compile_tile(member, size, split)
             while len(self._compiled) > self._cache_size:
                 self._compiled.popitem(last=False)
         self._compiled.move_to_end(key)
@@ -153,7 +152,7 @@ class BlastCtWorker:
             self._volume = (study, arrays[0], arrays[1] if len(arrays) > 1 else None)
         _, x, sampled = self._volume
         # The split head where the local runtime uses it (CPU), so the logits are the same bits.
-        split = sampled is not None and self.runtime._split_active()
+        split = sampled is not None and self.runtime.split_head
         item = WorkItem(member, tuple(int(n) for n in size), tuple(int(s) for s in start), constant)  # type: ignore[arg-type]
         out = item_output(self._infer(member, item.size, split), x, item, sampled, split)
         return np.ascontiguousarray(out, dtype=np.float32), {**self.where, "item_s": time.perf_counter() - t0}

@@ -36,7 +36,7 @@ def test_items_finished_in_any_order_sum_to_the_local_ensemble_bit_for_bit(pack:
     for item in reversed(items):  # replicas finish in any order
         key = (item.member, item.size)
         if key not in compiled:
-            compiled[key] = replica._compile_split(*key) if split else replica._compile(*key)
+            compiled[key] = replica.compile_tile(*key, split)
         outputs[item] = item_output(compiled[key], x, item, sampled, split)
     total = OrderedSum(x.shape, groups, sampled)
     for item in items:
