@@ -194,6 +194,46 @@ def _take_patch(x: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.
     return x[np.ix_(*idx)]
 
 
+def destination(start: Sequence[int], size: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
+    """The part of a tile inside the grid (tiles may hang over its edges)."""
+    return tuple(slice(max(s, 0), min(s + n, d)) for s, n, d in zip(start, size, shape))
+
+
+def source(start: Sequence[int], dst: Sequence[slice]) -> tuple[slice, ...]:
+    """``destination`` in tile-local indices."""
+    return tuple(slice(d.start - s, d.stop - s) for d, s in zip(dst, start))
+
+
+def tile_voxels(sampled: np.ndarray, start: Sequence[int], size: Sequence[int]) -> tuple[Voxels, Voxels]:
+    """The sampled voxels of one tile: (tile-local indices, grid indices), in C order."""
+    dst = destination(start, size, sampled.shape)
+    src = source(start, dst)
+    gz, gy, gx = np.nonzero(sampled[dst])
+    local = (gz + src[0].start, gy + src[1].start, gx + src[2].start)
+    grid = (gz + dst[0].start, gy + dst[1].start, gx + dst[2].start)
+    return local, grid
+
+
+def constant_softmax(infer: Callable[..., np.ndarray], size: Sequence[int], split: bool) -> np.ndarray:
+    """A member's softmax [5] for an all-floor input patch of output ``size`` (the network is
+    fully convolutional, so every voxel of such a tile gets this vector)."""
+    const_in = np.full((1, 1) + tuple(n + 2 * MARGIN for n in size), -1.0, np.float32)
+    if split:
+        return softmax(infer(const_in, (np.zeros(1, np.int64),) * 3))[:, 0]
+    return softmax(infer(const_in)[0])[:, 0, 0, 0]
+
+
+def tile_softmax(infer: Callable[..., np.ndarray], patch: np.ndarray, local: Voxels | None,
+                 split: bool) -> np.ndarray:
+    """One tile's softmax: [5, D, H, W] (``local`` None), or [5, n] at the tile-local voxels,
+    computed only there (``split``: ``infer(patch, voxels)``) or indexed from the whole output."""
+    if local is None:
+        return softmax(infer(patch)[0])
+    if split:
+        return softmax(infer(patch, local))
+    return softmax(infer(patch)[0][(slice(None),) + local])
+
+
 def run_tiles(
     x: np.ndarray,
     compile_shape: Callable[[tuple[int, int, int]], Callable[[np.ndarray], np.ndarray]],
@@ -211,41 +251,32 @@ def run_tiles(
     """
     const_probs: np.ndarray | None = None
     run = constant = 0
-    shape = x.shape
+    split = sampled is not None
     by_size: dict[tuple[int, int, int], list[tuple[int, int, int]]] = {}
     for start, size in plan:
-        dst = tuple(slice(max(s, 0), min(s + n, d)) for s, n, d in zip(start, size, shape))
-        if all(d.stop > d.start for d in dst):
+        if all(d.stop > d.start for d in destination(start, size, x.shape)):
             by_size.setdefault(size, []).append(start)
     for size, starts in sorted(by_size.items()):
         infer = None
         for start in starts:
             patch = _take_patch(x, start, size)
-            dst = tuple(slice(max(s, 0), min(s + n, d)) for s, n, d in zip(start, size, shape))
-            src = tuple(slice(d.start - s, d.stop - s) for d, s in zip(dst, start))
+            dst = destination(start, size, x.shape)
             if skip_constant and patch.max() <= -1.0:
                 if const_probs is None:
                     infer = infer or compile_shape(size)
-                    const_in = np.full((1, 1) + patch.shape, -1.0, np.float32)
-                    if sampled is None:
-                        const_probs = softmax(infer(const_in)[0])[:, 0, 0, 0]
-                    else:
-                        origin = (np.zeros(1, np.int64),) * 3
-                        const_probs = softmax(infer(const_in, origin))[:, 0]  # type: ignore[call-arg]
+                    const_probs = constant_softmax(infer, size, split)
                 acc[(slice(None),) + dst] += const_probs[:, None, None, None]
                 constant += 1
                 continue
             infer = infer or compile_shape(size)
             if sampled is None:
-                probs = softmax(infer(patch[None, None])[0])
-                acc[(slice(None),) + dst] += probs[(slice(None),) + src]
+                acc[(slice(None),) + dst] += tile_softmax(infer, patch[None, None], None, split)[
+                    (slice(None),) + source(start, dst)]
             else:
-                gz, gy, gx = np.nonzero(sampled[dst])
-                if not gz.size:
+                local, grid = tile_voxels(sampled, start, size)
+                if not local[0].size:
                     continue
-                local = (gz + src[0].start, gy + src[1].start, gx + src[2].start)
-                probs = softmax(infer(patch[None, None], local))  # type: ignore[call-arg]
-                acc[:, gz + dst[0].start, gy + dst[1].start, gx + dst[2].start] += probs
+                acc[(slice(None),) + grid] += tile_softmax(infer, patch[None, None], local, split)
             run += 1
         del infer
     return run, constant

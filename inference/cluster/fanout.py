@@ -19,7 +19,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from inference.blastct import MARGIN, N_CLASSES, Tile, Voxels, _take_patch, softmax
+from inference.blastct import (
+    N_CLASSES,
+    Tile,
+    _take_patch,
+    constant_softmax,
+    destination,
+    source,
+    tile_softmax,
+    tile_voxels,
+)
 
 Size = tuple[int, int, int]
 Start = tuple[int, int, int]
@@ -44,46 +53,22 @@ class TileGroup:
     constant: tuple[Start, ...]
 
 
-def destination(start: Sequence[int], size: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
-    return tuple(slice(max(s, 0), min(s + n, d)) for s, n, d in zip(start, size, shape))
-
-
-def source(start: Sequence[int], dst: Sequence[slice]) -> tuple[slice, ...]:
-    return tuple(slice(d.start - s, d.stop - s) for d, s in zip(dst, start))
-
-
-def tile_voxels(sampled: np.ndarray, start: Sequence[int], size: Sequence[int]) -> tuple[Voxels, Voxels]:
-    """The sampled voxels of one tile: (tile-local indices, grid indices), in ``run_tiles`` order."""
-    dst = destination(start, size, sampled.shape)
-    src = source(start, dst)
-    gz, gy, gx = np.nonzero(sampled[dst])
-    local = (gz + src[0].start, gy + src[1].start, gx + src[2].start)
-    grid = (gz + dst[0].start, gy + dst[1].start, gx + dst[2].start)
-    return local, grid
-
-
 def item_output(infer: Callable[..., np.ndarray], x: np.ndarray, item: "WorkItem",
                 sampled: np.ndarray | None, split: bool) -> np.ndarray:
-    """One work item's softmax, computed as ``run_tiles`` computes it: the constant [5] vector, the
-    tile's destination box [5, d, h, w], or (``sampled``) [5, n] at the tile's sampled voxels.
-    ``split``: ``infer`` is a split member (``infer(patch, voxels)`` gives logits [5, n] there);
-    otherwise the whole model, whose full output is indexed (the same logits per voxel)."""
+    """One work item's softmax, computed as ``run_tiles`` computes it (the same helpers): the
+    constant [5] vector, the tile's destination box [5, d, h, w], or (``sampled``) [5, n] at the
+    tile's sampled voxels. ``split``: ``infer`` is a split member; otherwise the whole model,
+    whose full output is indexed (the same logits per voxel)."""
     if item.constant:
-        const_in = np.full((1, 1) + tuple(n + 2 * MARGIN for n in item.size), -1.0, np.float32)
-        if split:
-            origin = (np.zeros(1, np.int64),) * 3
-            return softmax(infer(const_in, origin))[:, 0]
-        return softmax(infer(const_in)[0])[:, 0, 0, 0]
+        return constant_softmax(infer, item.size, split)
     patch = _take_patch(x, item.start, item.size)[None, None]
     if sampled is None:
         dst = destination(item.start, item.size, x.shape)
-        return softmax(infer(patch)[0])[(slice(None),) + source(item.start, dst)]
+        return tile_softmax(infer, patch, None, split)[(slice(None),) + source(item.start, dst)]
     local, _ = tile_voxels(sampled, item.start, item.size)
     if not local[0].size:
         return np.zeros((N_CLASSES, 0), np.float32)
-    if split:
-        return softmax(infer(patch, local))
-    return softmax(infer(patch)[0][(slice(None),) + local])
+    return tile_softmax(infer, patch, local, split)
 
 
 def group_tiles(x: np.ndarray, plan: Sequence[Tile], skip_constant: bool = True) -> list[TileGroup]:
