@@ -57,7 +57,7 @@ class Service:
             from app.core.pacs_objects import build_result_objects as object_builder
         self.audit = AuditLog(config.data_dir)
         self.outbox = ResultOutbox(self.store, self.specs, lambda: config.destinations, object_builder,
-                                   config.uid_root, pack_for=self._loaded_pack)
+                                   config.uid_root, pack_for=self._loaded_pack, keep_days=config.outbox_keep_days)
         self.outbox_worker = OutboxWorker(
             self.store, config.destinations, StoreSender(config.ae_title, lambda: client_context(config)),
             self.audit, config.ae_title, config.send_retry_s, config.send_retry_max_s,
@@ -75,6 +75,7 @@ class Service:
         self.hub.subscribe(self._node_event)
         self._node_message = ""
         self.space_check_s = 10.0
+        self.release_every_s = 3600.0  # outbox files of objects sent long ago (outbox_keep_days)
         self._space_stop = threading.Event()
         self._started = False
 
@@ -162,8 +163,16 @@ class Service:
 
     def _watch_space(self) -> None:
         """Re-check free space every ``space_check_s``: the status says 'refusing' before a sender
-        finds out, and stops saying it once space is freed even if nobody sends meanwhile."""
+        finds out, and stops saying it once space is freed even if nobody sends meanwhile. Hourly
+        (and once soon after start) it also releases the outbox files nothing will send again."""
+        next_release = 0.0
         while not self._space_stop.wait(self.space_check_s):
+            if time.monotonic() >= next_release:
+                next_release = time.monotonic() + self.release_every_s
+                try:
+                    self.outbox.release_settled_files()
+                except Exception:  # housekeeping must not end the space watch
+                    log.exception("releasing sent outbox files failed; trying again in an hour")
             try:
                 self.store.check_space()
                 if self.store.free_bytes() < 1 << 20:  # full although no watermark is set (min_free_mb = 0)

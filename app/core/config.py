@@ -88,6 +88,7 @@ class Config:
     uid_root: str | None = None        # root of the UIDs of the objects FirstLook creates (default: 2.25.<uuid>)
     send_retry_s: float = 10.0         # first retry after a failed send; doubles per attempt ...
     send_retry_max_s: float = 600.0    # ... up to this
+    outbox_keep_days: float = 30.0     # files of objects sent everywhere are deleted this long after (rows stay)
     # Where models run (docs/cluster.md): "local" (this machine) or "ray" (a Ray Serve cluster
     # reached at ray_address; its Serve HTTP endpoint is the same host on ray_serve_port).
     inference_backend: str = "local"
@@ -169,6 +170,9 @@ class Config:
                 raise ConfigError(f"{key} must be between 0.1 and 86400 seconds, not {value!r}.")
         if self.send_retry_max_s < self.send_retry_s:
             raise ConfigError("send_retry_max_s must not be smaller than send_retry_s.")
+        if isinstance(self.outbox_keep_days, bool) or not isinstance(self.outbox_keep_days, (int, float)) \
+                or not 0 <= self.outbox_keep_days <= 36500:
+            raise ConfigError(f"outbox_keep_days must be a number of days from 0 to 36500, not {self.outbox_keep_days!r}.")
         self._validate_cluster(model_names)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}.")

@@ -8,6 +8,7 @@ records the SOP Instance UIDs of version n it supersedes, and version n's unsent
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -48,10 +49,12 @@ class StagedResult:
 class ResultOutbox:
     def __init__(self, store: StudyStore, specs: ModelSpecs, destinations: Callable[[], Sequence[Destination]],
                  builder: ObjectBuilder, uid_root: str | None = None,
-                 pack_for: Callable[[str], Any] | None = None) -> None:
+                 pack_for: Callable[[str], Any] | None = None, keep_days: float = 30.0) -> None:
         """``pack_for(model)``: the loaded pack, so the objects name its hash and precision
-        (None when it is not loaded)."""
+        (None when it is not loaded). ``keep_days``: how long the file of an object sent
+        everywhere is kept (``release_settled_files``)."""
         self.store = store
+        self.keep_days = keep_days
         self.pack_for = pack_for
         self.specs = specs
         self.destinations = destinations
@@ -111,7 +114,9 @@ class ResultOutbox:
             if result.status != "done" or result.preliminary:  # the final result will be sent when it is stored
                 continue
             objects = self.store.outbox.latest_objects(result.series_uid)
-            if not objects:
+            if not objects or not all((self.store.data_dir / o.path).is_file() for o in objects):
+                # never built, or sent long ago and its files released: a new version (new UIDs
+                # that record the ones they supersede), never a second file under an old UID
                 staged = self._build(result, destinations)
                 self.store.outbox.record(staged.objects, staged.sends)
                 queued += len(staged.sends)
@@ -119,6 +124,28 @@ class ResultOutbox:
             queued += self.store.outbox.requeue((o.sop_uid, d.name) for o in objects for d in destinations
                                                 if o.kind in d.objects)
         return queued
+
+    # -- housekeeping (at start, then hourly) --------------------------------------------------------------
+    def release_settled_files(self, now: float | None = None) -> tuple[int, int]:
+        """Delete the files of objects sent everywhere (or superseded) more than ``keep_days``
+        ago; their rows stay, so the worklist still says sent and ``firstlook outbox`` lists
+        them. Returns (files, bytes) removed."""
+        now = time.time() if now is None else now
+        removed = freed = 0
+        for o in self.store.outbox.settled_objects(now - self.keep_days * 86400):
+            path = self.store.data_dir / o.path
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue  # released before
+            removed, freed = removed + 1, freed + size
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()   # the study's outbox folder, once empty
+        if removed:
+            log.info("outbox: released %d file(s), %.1f MB, of objects sent more than %g days ago "
+                     "(a re-send builds them again as a new version)", removed, freed / 1e6, self.keep_days)
+        return removed, freed
 
     # -- at start ----------------------------------------------------------------------------------------
     def recover(self) -> None:

@@ -122,6 +122,18 @@ class OutboxQueue:
     def object_paths(self) -> set[str]:
         return {r[0] for r in self.index.conn().execute("SELECT path FROM outbox_objects")}
 
+    def settled_objects(self, before: float) -> list[OutboxObject]:
+        """Objects nothing will send from their file again: every send row is sent or superseded
+        (or the object never had one: no destination took its kind), and the last of those
+        happened before ``before``. Queued, sending, failed and stopped rows keep their file."""
+        rows = self.index.conn().execute(
+            "SELECT b.* FROM outbox_objects b WHERE NOT EXISTS"
+            " (SELECT 1 FROM outbox s WHERE s.sop_uid = b.sop_uid AND s.state NOT IN (?, ?))"
+            " AND max(b.created_at, coalesce((SELECT max(coalesce(s.sent_at, s.updated_at)) FROM outbox s"
+            " WHERE s.sop_uid = b.sop_uid), 0)) < ? ORDER BY b.created_at, b.sop_uid",
+            (SENT, SUPERSEDED, before)).fetchall()
+        return [object_from_row(r) for r in rows]
+
     # -- the worker's side -----------------------------------------------------------------------------
     def requeue_interrupted(self) -> int:
         """Rows left 'sending' by a crash or a stop are queued again (same file, same UIDs)."""
