@@ -70,6 +70,18 @@ class ModelPack:
     def validation_note(self) -> str:
         return str(self.manifest.get("validation_note", ""))
 
+    @property
+    def manifest_sha256(self) -> str:
+        """SHA-256 of ``manifest.json``, which lists the SHA-256 of every pack file: the pack's
+        identity in results and in the objects sent to PACS."""
+        return hashlib.sha256((self.path / "manifest.json").read_bytes()).hexdigest()
+
+    @property
+    def runtime_precision(self) -> str:
+        """The precision the runtime uses: the manifest's ``runtime.precision``, INT8 by default."""
+        runtime = self.manifest.get("runtime") or {}
+        return str(runtime.get("precision") or runtime.get("ir") or "int8")
+
     def member_xml(self, member_name: str, precision: str = "int8") -> Path:
         for member in self.members:
             if member.name == member_name:

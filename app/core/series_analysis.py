@@ -175,7 +175,10 @@ class SeriesAnalyser:
             series_uid=series_uid, study_uid=study_uid, status="done",
             priority=effective_priority(rule_priority, pack.validated),
             device=reading.device, device_note=reading.device_note,
-            findings={**reading.findings, "thresholds": thresholds, "flagged": flagged, "rule_priority": rule_priority},
+            # which pack made it, recorded now: objects built later (a re-send) name this pack
+            # even if the site has upgraded since
+            findings={**reading.findings, "thresholds": thresholds, "flagged": flagged, "rule_priority": rule_priority,
+                      "pack_sha256": pack.manifest_sha256, "precision": pack.runtime_precision},
             timings={"decode": decode, **reading.timings},
             overlay_path=str(overlay.relative_to(self.store.data_dir)) if overlay is not None else None,
             summary=text if pack.validated else UNVALIDATED_PREFIX + text,

@@ -55,6 +55,23 @@ def test_chexnet_sr_and_key_image(chexnet_run, packs_dir: Path, tmp_path: Path) 
     assert sc.Columns == source.Columns and sc.Rows > source.Rows   # the radiograph plus legend (and banner)
 
 
+def test_objects_name_the_pack_the_analysis_ran_with(chexnet_run, packs_dir: Path, tmp_path: Path) -> None:
+    """The result records its pack; objects built later (a re-send after the files were
+    released) name that pack even when another one is loaded by then (an upgrade)."""
+    result = chexnet_run.result
+    pack = load_pack(packs_dir / "chexnet")
+    assert result.findings["pack_sha256"] == pack_hash(pack.path) and result.findings["precision"] == "int8"
+    older = replace(result, findings={**result.findings, "pack_sha256": "ab" * 32, "precision": "fp32"})
+    objects = build_result_objects(older, chexnet_run.files, default_specs(), chexnet_run.data_dir, pack=pack)
+    text = dsrdump(save(objects[0], tmp_path))
+    assert "ab" * 32 in text and "precision=fp32" in text and pack_hash(pack.path) not in text
+    # A result of a release that did not record its pack: the loaded pack fills in, as before.
+    unrecorded = {k: v for k, v in result.findings.items() if k not in ("pack_sha256", "precision")}
+    identity = AlgorithmIdentity.from_result(replace(result, findings=unrecorded), pack)
+    assert (identity.pack_hash, identity.precision) == (pack_hash(pack.path), "int8")
+    assert AlgorithmIdentity.from_result(replace(result, findings=unrecorded)).pack_hash == "not recorded"
+
+
 def test_unvalidated_result_says_so_in_all_three_places(chexnet_run, tmp_path: Path) -> None:
     result = chexnet_run.result
     assert result.validated is False, "the shipped CheXNet pack is built from a random init"

@@ -31,7 +31,7 @@ def build_result_objects(result: AnalysisResult, source_files: Sequence[Path], s
     """SR, SEG and SC objects for ``result`` (complete datasets with File Meta), in sending order.
 
     ``pack`` (an ``inference.packs.ModelPack``) or ``identity`` completes the algorithm's
-    identification with the pack hash and precision, which results do not record. Building is
+    identification with the pack hash and precision where the result did not record them. Building is
     deterministic: the same arguments give the same UIDs and content.
     """
     if result.status != "done":

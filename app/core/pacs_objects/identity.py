@@ -1,9 +1,9 @@
 """Which algorithm made a result: name, version, pack hash, device and precision.
 
 Every object FirstLook creates names these, so a PACS admin can tell which pack on which
-device produced a finding. The result record carries name, version and device; the pack
-hash and precision come from the pack (``from_pack``) or the findings when the analyser
-recorded them, and read "not recorded" otherwise rather than being guessed.
+device produced a finding. The result record carries name, version and device, and its
+findings the pack hash and precision the analysis ran with; results of releases that did not
+record them take them from the loaded pack, or read "not recorded" rather than being guessed.
 """
 
 from __future__ import annotations
@@ -20,14 +20,8 @@ MANUFACTURER = "FirstLook"
 
 
 def pack_hash(pack_dir: Path) -> str:
-    """SHA-256 of the pack's ``manifest.json``, which itself lists the SHA-256 of every pack file."""
+    """SHA-256 of the pack's ``manifest.json`` (``inference.packs.ModelPack.manifest_sha256``)."""
     return hashlib.sha256((Path(pack_dir) / "manifest.json").read_bytes()).hexdigest()
-
-
-def pack_precision(manifest: dict[str, Any]) -> str:
-    """The precision the runtime uses: the manifest's ``runtime.precision``, INT8 by default."""
-    runtime = manifest.get("runtime") or {}
-    return str(runtime.get("precision") or runtime.get("ir") or "int8")
 
 
 @dataclass(frozen=True)
@@ -41,13 +35,16 @@ class AlgorithmIdentity:
 
     @classmethod
     def from_result(cls, result: AnalysisResult, pack: Any | None = None) -> AlgorithmIdentity:
-        """From the result, completed by a loaded ``inference.packs.ModelPack`` when given."""
+        """From the result; what the analysis recorded wins over the loaded ``pack``
+        (``inference.packs.ModelPack``), which only fills in results of releases that did not
+        record it (a pack upgraded since must not be named for an older result)."""
         findings = result.findings or {}
         digest = str(findings.get("pack_sha256") or NOT_RECORDED)
         precision = str(findings.get("precision") or NOT_RECORDED)
-        if pack is not None:
-            digest = pack_hash(pack.path)
-            precision = pack_precision(pack.manifest)
+        if pack is not None and digest == NOT_RECORDED:
+            digest = pack.manifest_sha256
+        if pack is not None and precision == NOT_RECORDED:
+            precision = pack.runtime_precision
         device = result.device or NOT_RECORDED
         if result.device_note:
             device = f"{device} ({result.device_note})"
