@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 class Service:
     """FirstLook's headless core; the desktop UI builds one of these and subscribes to ``hub``."""
 
+    attached_to = ""  # embedded: this process is the service (app.core.service_api.DesktopService)
+
     def __init__(self, config: Config, hub: EventHub | None = None, specs: ModelSpecs | None = None,
                  object_builder: ObjectBuilder | None = None) -> None:
         """``object_builder`` builds the DICOM objects sent to PACS (default:

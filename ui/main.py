@@ -28,7 +28,8 @@ def wire(window: MainWindow, controller: ServiceController) -> None:
 
     def created(service: DesktopService) -> None:
         window.attach_backend(service.store, service.hub, service.models_status, service.queue_length,
-                              service.send_study, worklist=service.worklist)
+                              service.send_study, worklist=service.worklist,
+                              server=service.attached_to)
 
     def failed(message: str) -> None:
         window.status.set_node(False, f"service stopped: {message}")

@@ -127,6 +127,7 @@ class MainWindow(QMainWindow):
         self.specs = specs if specs is not None else default_specs()  # the wiring's models
         self.config_path = config_path
         self.store: StudyReader | None = None
+        self._server = ""   # the attached service's URL; empty: the embedded one
         self._feed: WorklistFeed | None = None
         self._bridge: EventBridge | None = None
         self._poller: StatusPoller | None = None
@@ -237,12 +238,14 @@ class MainWindow(QMainWindow):
                        models_status: Callable[[], Iterable[ModelStatusView]] | None = None,
                        queue_length: Callable[[], int] | None = None,
                        send_study: Callable[[str], int] | None = None,
-                       worklist: WorklistSource | None = None) -> None:
+                       worklist: WorklistSource | None = None, server: str = "") -> None:
         """Start following a store and its event hub (again, after a service restart).
         ``send_study`` is the service's "Send to PACS" (``DesktopService.send_study``);
-        ``worklist``: the service's rows (the API for an attached desktop); by default the store's."""
+        ``worklist``: the service's rows (the API for an attached desktop); by default the store's.
+        ``server``: the URL of the service this desktop is attached to (empty: embedded)."""
         self.detach_backend()
         self.store = store
+        self._server = server
         self._send_study = send_study
         if worklist is None:
             if not isinstance(store, StudyStore):
@@ -395,7 +398,8 @@ class MainWindow(QMainWindow):
 
     # -- settings ------------------------------------------------------------------------
     def open_settings(self) -> SettingsDialog:
-        dialog = SettingsDialog(self.config, self.config_path, self.device_choices, self, specs=self.specs)
+        dialog = SettingsDialog(self.config, self.config_path, self.device_choices, self, specs=self.specs,
+                                attached_to=self._server)
         dialog.saved.connect(self._on_settings_saved)
         dialog.setModal(True)
         dialog.show()

@@ -165,7 +165,10 @@ class SettingsDialog(QDialog):
     saved = Signal(object, bool, bool)
 
     def __init__(self, config: Config, config_path: Path | None, device_choices: list[str] | None = None,
-                 parent: QWidget | None = None, specs: ModelSpecs | None = None) -> None:
+                 parent: QWidget | None = None, specs: ModelSpecs | None = None, attached_to: str = "") -> None:
+        """``attached_to``: the URL of the service this desktop is attached to (empty: embedded).
+        Attached, the node, models and destinations are the service's (set on the server), so
+        their fields are shown read-only and only the server fields can change here."""
         super().__init__(parent)
         self.specs = specs if specs is not None else default_specs()
         self.setWindowTitle("FirstLook settings")
@@ -261,8 +264,19 @@ class SettingsDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         self.save_error = QLabel()
         self.save_error.setStyleSheet("color:#b00020;")
+        self.attached_note = QLabel()
+        self.attached_note.setWordWrap(True)
+        self.attached_note.setStyleSheet("color:#00507a;")
+        if attached_to:
+            self.attached_note.setText(
+                f"This desktop is attached to the FirstLook service at {attached_to}. Its DICOM node, models and "
+                "destinations are set on that server (IT: firstlook.toml there), so they are shown here read-only.")
+            for group in (node, models, sending):
+                group.setEnabled(False)
+        self.attached_note.setVisible(bool(attached_to))
         layout = QVBoxLayout(self)
         layout.addWidget(server)
+        layout.addWidget(self.attached_note)
         layout.addWidget(node)
         layout.addWidget(models)
         layout.addWidget(sending)

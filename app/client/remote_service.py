@@ -87,6 +87,10 @@ class RemoteService:
         self._status_lock = threading.Lock()
         self._started = False
 
+    @property
+    def attached_to(self) -> str:
+        return self.base_url
+
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> bool:
         try:

@@ -67,6 +67,7 @@ class DesktopService(Protocol):
     store: StudyReader        # the viewer reads it
     worklist: WorklistSource  # the worklist reads it, "mark reviewed" writes it
     hub: EventHub             # live events: instances, results, reviewed, node status, connection
+    attached_to: str          # the URL of the service a desktop is attached to; "" for the embedded one
 
     def start(self) -> bool: ...                             # False: the node could not listen
     def stop(self) -> None: ...

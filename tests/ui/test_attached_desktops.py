@@ -68,6 +68,10 @@ def test_two_desktops_follow_one_service_and_survive_its_restart(qtbot, tmp_path
         assert all(isinstance(d.controller.service, RemoteService) for d in desktops)
         qtbot.waitUntil(lambda: all(f":{service.port}" in d.window.status.node_label.text() for d in desktops),
                         timeout=5000)   # the node label shows the service's node, not a local one
+        settings = desktops[0].window.open_settings()   # the service's node, models and destinations: read-only
+        assert settings.attached_note.isVisible() and service.url in settings.attached_note.text()
+        assert not settings.ae_edit.isEnabled() and settings.server_edit.isEnabled()
+        settings.reject()
 
         # A study sent by storescu appears in both worklists.
         study_uid = "1.2.826.0.1.3680043.8.498.1201"

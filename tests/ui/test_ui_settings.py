@@ -156,3 +156,28 @@ def test_server_url_and_token_are_checked_and_saved_for_the_next_attach(qtbot, c
     reloaded = load_config(path)
     assert (reloaded.server_url, reloaded.api_token) == ("https://firstlook.hospital:11113", "s3cret-token")
     assert reloaded.server_ca == ca
+
+
+def test_an_attached_desktop_edits_only_its_server_fields(qtbot, config_file):
+    """Attached, the node, models and destinations are the service's: shown read-only with the
+    reason; the server fields still change and save."""
+    config, path = config_file
+    dialog = SettingsDialog(config, path, ["AUTO", "CPU"], attached_to="https://firstlook.hospital:11113")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.attached_note.isVisible() and "https://firstlook.hospital:11113" in dialog.attached_note.text()
+    for widget in (dialog.ae_edit, dialog.port_edit, dialog.allow_edit, *dialog.device_combos.values(),
+                   dialog.threshold_view, dialog.destinations_view):
+        assert not widget.isEnabled()
+    assert dialog.server_edit.isEnabled() and dialog.token_edit.isEnabled()
+    dialog.server_edit.setText("https://other.hospital:11113")
+    dialog.token_edit.setText("reader-token")
+    dialog.save()
+    saved = load_config(path)
+    assert (saved.server_url, saved.api_token, saved.ae_title, saved.port) == (
+        "https://other.hospital:11113", "reader-token", "FIRSTLOOK", 11112)
+
+    embedded = SettingsDialog(config, path, ["AUTO", "CPU"])
+    qtbot.addWidget(embedded)
+    embedded.show()
+    assert not embedded.attached_note.isVisible() and embedded.ae_edit.isEnabled()
