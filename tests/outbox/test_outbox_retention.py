@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pydicom
@@ -21,20 +20,12 @@ from app.core.outbox.result_outbox import ResultOutbox
 from app.core.outbox.worker import OutboxWorker
 from app.core.store import StudyStore
 from dicom_node.sender import StoreSender
-from tests.support import free_port
+from tests.support import free_port, wait_until
 from tests.support.dicom_factory import make_ct_slice, write
 from tests.support.outbox_helpers import RecordingSCP, StandInBuilder, done_result
 
 DAY = 86400.0
 
-
-def _wait(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def _outbox(store: StudyStore, destinations: list[Destination], builder: StandInBuilder) -> ResultOutbox:
@@ -61,7 +52,7 @@ def test_sent_files_go_after_keep_days_and_a_resend_is_a_new_version(store: Stud
                           "FIRSTLOOK", retry_s=0.2, retry_max_s=0.5)
     worker.start()
     try:
-        assert _wait(lambda: {r["state"] for r in store.outbox.rows()} == {"sent"})
+        assert wait_until(lambda: {r["state"] for r in store.outbox.rows()} == {"sent"})
         assert outbox.release_settled_files() == (0, 0) and _files(store) == first   # sent today: kept
         removed, freed = outbox.release_settled_files(now=time.time() + 31 * DAY)
         assert removed == 2 and freed > 0 and _files(store) == set()
@@ -73,7 +64,7 @@ def test_sent_files_go_after_keep_days_and_a_resend_is_a_new_version(store: Stud
         assert outbox.resend_study(study) == 2
         assert builder.calls[-1]["version"] == 2 and set(builder.calls[-1]["supersedes"]) == first
         worker.notify()
-        assert _wait(lambda: len(set(pacs.sop_uids())) == 4 and all(r["state"] == "sent" for r in store.outbox.rows()))
+        assert wait_until(lambda: len(set(pacs.sop_uids())) == 4 and all(r["state"] == "sent" for r in store.outbox.rows()))
     finally:
         worker.stop()
         pacs.stop()
@@ -103,7 +94,7 @@ def test_files_still_needed_stay(store: StudyStore, stored_series, tmp_path: Pat
                           "FIRSTLOOK", retry_s=60, retry_max_s=60)
     worker.start()
     try:
-        assert _wait(lambda: sorted((r["kind"], r["destination"], r["state"]) for r in store.outbox.rows()) == [
+        assert wait_until(lambda: sorted((r["kind"], r["destination"], r["state"]) for r in store.outbox.rows()) == [
             ("sc", "down", "failed"), ("sr", "down", "failed"), ("sr", "sr-only", "sent")])
     finally:
         worker.stop()

@@ -5,26 +5,15 @@ log saying what went where with which status."""
 
 from __future__ import annotations
 
-import time
-from typing import Callable
-
 from app.core.audit import AuditLog
 from app.core.destinations import Destination
 from app.core.outbox.result_outbox import ResultOutbox
 from app.core.outbox.worker import OBJECTS_SENT, OutboxWorker, backoff_delay, classify_status
 from app.core.store import StudyStore
 from dicom_node.sender import StoreSender
-from tests.support import free_port
+from tests.support import free_port, wait_until
 from tests.support.outbox_helpers import RecordingSCP, StandInBuilder, done_result
 
-
-def _wait(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def _queue(store: StudyStore, series: str, study: str, destinations: list[Destination]) -> set[str]:
@@ -56,7 +45,7 @@ def test_objects_reach_two_destinations_with_firstlooks_ae_title(store: StudySto
     worker = _worker(store, destinations)
     worker.start()
     try:
-        assert _wait(lambda: {r["state"] for r in store.outbox.rows()} == {"sent"})
+        assert wait_until(lambda: {r["state"] for r in store.outbox.rows()} == {"sent"})
     finally:
         worker.stop()
         pacs.stop()
@@ -92,13 +81,13 @@ def test_a_failure_status_is_retried_and_a_destination_down_at_first_drains(stor
             snapshot.update({r["destination"]: r for r in rows if r["state"] == "failed" and r["attempts"] >= 2})
             return {"full", "later"} <= set(snapshot)
 
-        assert _wait(both_failed_twice)
+        assert wait_until(both_failed_twice)
         assert snapshot["full"]["last_status"] == 0xA700 and "0xA700" in snapshot["full"]["last_error"]
         assert snapshot["later"]["last_status"] is None and "connection refused" in snapshot["later"]["last_error"]
-        assert _wait(lambda: store.outbox.study_states()[study].state == "failing")
+        assert wait_until(lambda: store.outbox.study_states()[study].state == "failing")
         later.start()               # the destination comes up: its queue drains
         refusing.status = 0x0000    # the full one has room again
-        assert _wait(lambda: {r["state"] for r in store.outbox.rows()} == {"sent"})
+        assert wait_until(lambda: {r["state"] for r in store.outbox.rows()} == {"sent"})
     finally:
         worker.stop()
         refusing.stop()
